@@ -1,0 +1,42 @@
+# Two entry points: `make demo` and `make test`. Both set up .venv on a fresh machine first.
+VENV ?= .venv
+BIN := $(VENV)/bin
+PYTHON ?= python3
+export PIP_DISABLE_PIP_VERSION_CHECK := 1
+
+.PHONY: setup demo test lint typecheck unit crd constraints clean
+
+setup: $(VENV)/.installed
+
+# torch is installed first and pinned exactly: any other version pulls GBs of CUDA packages.
+$(VENV)/.installed: pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q torch==2.13.0
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip check
+	touch $@
+
+demo: setup
+	$(BIN)/optimodel validate examples/*.yaml
+
+lint: setup
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: setup
+	$(BIN)/mypy
+
+unit: setup
+	$(BIN)/pytest
+
+test: lint typecheck unit
+
+crd: setup
+	$(BIN)/optimodel crd
+
+constraints: setup
+	(echo '# Versions resolved together and tested (pip check clean). Regenerate: make constraints'; \
+	 $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/') > constraints.txt
+
+clean:
+	rm -rf $(VENV) build .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,351 @@
+"""The build spec: what the builder is asked to do, independent of Kubernetes.
+
+These pydantic models are the single source of truth for the `source`, `optimize` and
+`serving` parts of an `OptimizedModel`; the operator composes them into its API and the CRD
+schema is generated from them. Field names are camelCase on the wire, snake_case in Python.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+from pydantic.alias_generators import to_camel
+
+Task = Literal["feature-extraction", "text-classification"]
+PruneMethod = Literal["none", "magnitude", "structured"]
+PruneTarget = Literal["ffn", "heads", "ffn-and-heads"]
+RecoveryMethod = Literal["none", "distillation"]
+QuantizeMode = Literal[
+    "none", "int8-dynamic", "int8-static", "fp16", "int8-weight-only", "int4-weight-only"
+]
+AccuracyMetric = Literal["cosine", "top1-agreement", "accuracy"]
+DataFormat = Literal["jsonl", "csv"]
+
+SOURCE_URI_PATTERN = r"^(hf|file|pvc|s3)://[^\s]+$"
+DATA_URI_PATTERN = r"^(builtin|file|pvc|s3)://[^\s]+$"
+GPU_TYPE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+
+METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
+    "feature-extraction": ("cosine",),
+    "text-classification": ("top1-agreement", "accuracy"),
+}
+
+
+class SpecModel(BaseModel):
+    """Base of every API model: camelCase on the wire, unknown fields rejected."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+    )
+
+
+class Source(SpecModel):
+    """Where the original model comes from and what it does."""
+
+    uri: str = Field(
+        pattern=SOURCE_URI_PATTERN,
+        description=(
+            "Model location: hf://org/name (resolved offline from the Hugging Face cache), "
+            "file:///path, pvc://claim/path or s3://bucket/prefix."
+        ),
+        examples=["hf://sentence-transformers/all-MiniLM-L6-v2"],
+    )
+    task: Task = Field(
+        description="What the model computes: mean-pooled sentence embeddings or class logits."
+    )
+    revision: str | None = Field(
+        default=None, description="Hugging Face revision (branch, tag or commit) for hf:// URIs."
+    )
+    max_sequence_length: int = Field(
+        default=128, ge=8, le=8192, description="Longest input in tokens; longer text is truncated."
+    )
+
+
+class Recovery(SpecModel):
+    """Accuracy recovery after structured pruning."""
+
+    method: RecoveryMethod = Field(
+        default="none",
+        description="distillation trains the pruned model to match the original's outputs.",
+    )
+    steps: int = Field(default=200, ge=1, le=100_000, description="Training steps of recovery.")
+
+
+class Prune(SpecModel):
+    """Weight removal before export."""
+
+    method: PruneMethod = Field(
+        default="none",
+        description=(
+            "magnitude zeroes the smallest weights (smaller when compressed, not faster on dense "
+            "kernels); structured removes FFN neurons and/or attention heads so matrices shrink."
+        ),
+    )
+    sparsity: float = Field(
+        default=0.0, ge=0.0, le=0.9, description="Fraction of weights (or neurons/heads) removed."
+    )
+    target: PruneTarget = Field(
+        default="ffn", description="What structured pruning removes: FFN neurons, heads, or both."
+    )
+    recovery: Recovery = Field(
+        default_factory=Recovery, description="Accuracy recovery after structured pruning."
+    )
+
+
+class Quantize(SpecModel):
+    """Numeric precision of the exported graph."""
+
+    mode: QuantizeMode = Field(
+        default="int8-dynamic",
+        description=(
+            "int8-dynamic (CPU/GPU, no calibration), int8-static (needs calibrationData), "
+            "fp16 (GPU serving), int8/int4-weight-only (MatMulNBits), none (fp32)."
+        ),
+    )
+    per_channel: bool = Field(
+        default=True, description="Per-channel int8 scales: slower to build, far more accurate."
+    )
+    keep_fp32_nodes: int = Field(
+        default=0,
+        ge=0,
+        le=64,
+        description="Number of most accuracy-sensitive MatMuls left in fp32 (fallback).",
+    )
+
+
+class AccuracyGate(SpecModel):
+    """The accuracy gate: the build fails, and nothing is published, below these numbers."""
+
+    metric: AccuracyMetric = Field(
+        default="cosine",
+        description=(
+            "cosine (embeddings vs the original), top1-agreement (classifier vs the original) or "
+            "accuracy (classifier vs labels in evalData)."
+        ),
+    )
+    min: float = Field(
+        default=0.99, ge=0.0, le=1.0, description="Lowest acceptable mean of the metric."
+    )
+    worst_case_min: float | None = Field(
+        default=None,
+        ge=0.0,
+        le=1.0,
+        description="Lowest acceptable single-example score (cosine only), e.g. 0.95.",
+    )
+
+
+class DataRef(SpecModel):
+    """A text data set: calibration or evaluation examples."""
+
+    uri: str = Field(
+        pattern=DATA_URI_PATTERN,
+        description="builtin://eval-texts (shipped), file:///data.jsonl, pvc://claim/path, s3://…",
+    )
+    format: DataFormat = Field(default="jsonl", description="jsonl (one object a line) or csv.")
+    text_field: str = Field(default="text", min_length=1, description="Column holding the text.")
+    label_field: str | None = Field(
+        default=None, description="Column holding the class label (needed for metric accuracy)."
+    )
+    max_samples: int = Field(default=256, ge=1, le=100_000, description="Examples used at most.")
+
+
+class Optimize(SpecModel):
+    """The optimization pipeline: prune, export, quantize, then gate on accuracy."""
+
+    prune: Prune = Field(default_factory=Prune, description="Weight removal before export.")
+    quantize: Quantize = Field(default_factory=Quantize, description="Numeric precision.")
+    accuracy: AccuracyGate = Field(
+        default_factory=AccuracyGate, description="The accuracy gate against the original model."
+    )
+    calibration_data: DataRef | None = Field(
+        default=None, description="Calibration examples; required by quantize.mode int8-static."
+    )
+    eval_data: DataRef | None = Field(
+        default=None,
+        description="Evaluation examples for the gate; defaults to the shipped builtin://eval-texts.",
+    )
+
+
+class Gpu(SpecModel):
+    """GPUs per serving replica."""
+
+    type: str = Field(
+        default="nvidia-l4",
+        pattern=GPU_TYPE_PATTERN,
+        description="GPU type: a key of the price catalog, e.g. nvidia-l4 or nvidia-h100.",
+    )
+    count: int = Field(default=1, ge=0, le=8, description="GPUs per replica; 0 serves on CPU.")
+
+
+class Serving(SpecModel):
+    """How Triton serves the artifact: batching, instances, hardware."""
+
+    gpu: Gpu = Field(default_factory=Gpu, description="GPUs per serving replica.")
+    max_batch_size: int = Field(
+        default=32, ge=1, le=1024, description="Largest batch Triton forms (max_batch_size)."
+    )
+    dynamic_batching: bool = Field(
+        default=True, description="Let Triton merge concurrent requests into batches."
+    )
+    preferred_batch_sizes: list[Annotated[int, Field(ge=1, le=1024)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="Batch sizes the dynamic batcher aims for; each at most maxBatchSize.",
+    )
+    max_queue_delay_microseconds: int = Field(
+        default=500,
+        ge=0,
+        le=1_000_000,
+        description="How long a request may wait for a fuller batch.",
+    )
+    instances: int = Field(
+        default=1, ge=1, le=16, description="Model instances per replica (instance_group count)."
+    )
+    response_cache: bool = Field(
+        default=False, description="Enable Triton's response cache for repeated inputs."
+    )
+    image: str | None = Field(
+        default=None, description="Triton image override; defaults to the operator's setting."
+    )
+
+
+class BuildSpec(SpecModel):
+    """Everything the builder needs: one model's source, optimization and serving shape."""
+
+    name: str = Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="Model name in the Triton repository.",
+    )
+    source: Source
+    optimize: Optimize = Field(default_factory=Optimize)
+    serving: Serving = Field(default_factory=Serving)
+
+
+@dataclass(frozen=True)
+class SpecProblem:
+    """One thing wrong with a manifest: where, what, and how to fix it."""
+
+    path: str
+    message: str
+    fix: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.message} (fix: {self.fix})"
+
+
+def build_spec_problems(
+    source: Source, optimize: Optimize, serving: Serving, prefix: str = "spec"
+) -> list[SpecProblem]:
+    """Rules the schema cannot express, over the builder's part of a spec."""
+    problems: list[SpecProblem] = []
+    allowed = METRICS_BY_TASK[source.task]
+    gate = optimize.accuracy
+    if gate.metric not in allowed:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.accuracy.metric",
+                f"metric {gate.metric!r} does not apply to task {source.task!r}",
+                f"use one of: {', '.join(allowed)}",
+            )
+        )
+    if gate.worst_case_min is not None and gate.metric != "cosine":
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.accuracy.worstCaseMin",
+                "worstCaseMin is defined for metric cosine only",
+                "remove worstCaseMin or use metric cosine",
+            )
+        )
+    if gate.worst_case_min is not None and gate.worst_case_min > gate.min:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.accuracy.worstCaseMin",
+                f"worstCaseMin {gate.worst_case_min} is above the mean threshold min {gate.min}",
+                "set worstCaseMin at or below min",
+            )
+        )
+    if gate.metric == "accuracy" and (
+        optimize.eval_data is None or optimize.eval_data.label_field is None
+    ):
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.evalData.labelField",
+                "metric accuracy needs labelled evaluation data",
+                "set optimize.evalData with a labelField, or use metric top1-agreement",
+            )
+        )
+    quantize = optimize.quantize
+    if quantize.mode == "int8-static" and optimize.calibration_data is None:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.calibrationData",
+                "quantize.mode int8-static needs calibration data",
+                "add optimize.calibrationData (e.g. uri: builtin://eval-texts) or use int8-dynamic",
+            )
+        )
+    if quantize.mode == "fp16" and serving.gpu.count == 0:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.quantize.mode",
+                "fp16 gives no speed-up on CPU serving (onnxruntime computes in fp32 there)",
+                "set serving.gpu.count >= 1, or use int8-dynamic for CPU",
+            )
+        )
+    if quantize.keep_fp32_nodes and not quantize.mode.startswith("int8"):
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.quantize.keepFp32Nodes",
+                f"keepFp32Nodes applies to int8 modes, not {quantize.mode!r}",
+                "remove keepFp32Nodes or use int8-dynamic / int8-static",
+            )
+        )
+    prune = optimize.prune
+    if prune.method != "none" and prune.sparsity == 0.0:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.prune.sparsity",
+                f"prune.method {prune.method!r} with sparsity 0 removes nothing",
+                "set sparsity above 0 (e.g. 0.3) or method: none",
+            )
+        )
+    if prune.method == "none" and prune.sparsity > 0.0:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.prune.method",
+                f"sparsity {prune.sparsity} is set but prune.method is none",
+                "set method: magnitude or structured, or remove sparsity",
+            )
+        )
+    if prune.recovery.method != "none" and prune.method != "structured":
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.prune.recovery.method",
+                "recovery applies to structured pruning only",
+                "set prune.method: structured or recovery.method: none",
+            )
+        )
+    for index, size in enumerate(serving.preferred_batch_sizes):
+        if size < 1 or size > serving.max_batch_size:
+            problems.append(
+                SpecProblem(
+                    f"{prefix}.serving.preferredBatchSizes[{index}]",
+                    f"preferred batch size {size} is outside 1..maxBatchSize "
+                    f"({serving.max_batch_size})",
+                    f"use sizes between 1 and {serving.max_batch_size}",
+                )
+            )
+    if serving.preferred_batch_sizes and not serving.dynamic_batching:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.serving.preferredBatchSizes",
+                "preferredBatchSizes needs dynamicBatching",
+                "set dynamicBatching: true or remove preferredBatchSizes",
+            )
+        )
+    return problems

@@ -1,0 +1,1 @@
+"""The Kopf operator: API models, CRD generation, validation, handlers, rendering, cost."""

@@ -1,0 +1,172 @@
+"""The `OptimizedModel` API (optimodel.io/v1alpha1): spec, status and annotations.
+
+The CRD under `crds/` is generated from these models (`optimodel crd`), so the schema the
+API server enforces, the operator's parsing and the offline validator can never drift.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field
+
+from optimodel.model_builder.spec import Optimize, Serving, Source, SpecModel
+
+GROUP = "optimodel.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "OptimizedModel"
+PLURAL = "optimizedmodels"
+SINGULAR = "optimizedmodel"
+SHORT_NAMES = ("om",)
+
+BUDGET_USD_PER_HOUR = f"{GROUP}/budget-usd-per-hour"
+BUDGET_USD_PER_MONTH = f"{GROUP}/budget-usd-per-month"
+PRICE_USD_PER_GPU_HOUR = f"{GROUP}/price-usd-per-gpu-hour"
+BUDGET_ANNOTATIONS = (BUDGET_USD_PER_HOUR, BUDGET_USD_PER_MONTH, PRICE_USD_PER_GPU_HOUR)
+
+AutoscalingEngine = Literal["hpa", "keda"]
+ConditionType = Literal["Built", "Deployed", "Ready", "WithinBudget"]
+ConditionStatus = Literal["True", "False", "Unknown"]
+Phase = Literal["Pending", "Building", "Deploying", "Ready", "Failed"]
+
+
+class Autoscaling(SpecModel):
+    """Replica autoscaling on GPU utilization, capped by the budget annotations."""
+
+    enabled: bool = Field(
+        default=True, description="When false, spec.replicas replicas run and nothing scales."
+    )
+    engine: AutoscalingEngine = Field(
+        default="hpa",
+        description="hpa (autoscaling/v2 through prometheus-adapter) or keda (ScaledObject).",
+    )
+    min_replicas: int = Field(default=1, ge=0, le=1000, description="Fewest serving replicas.")
+    max_replicas: int = Field(
+        default=8, ge=1, le=1000, description="Most replicas; the budget may cap it lower."
+    )
+    target_gpu_utilization: int = Field(
+        default=70,
+        ge=1,
+        le=100,
+        alias="targetGPUUtilization",
+        description="Average GPU utilization (DCGM_FI_DEV_GPU_UTIL, percent) to hold.",
+    )
+    target_queue_time_microseconds: int | None = Field(
+        default=None,
+        ge=1,
+        alias="targetQueueTimeMicroseconds",
+        description="Optional second signal: average Triton queue time per request.",
+    )
+
+
+class SecretKeyRef(SpecModel):
+    """Credentials for an S3-compatible store, from a Secret in the same namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Secret name.")
+    access_key_id_key: str = Field(
+        default="AWS_ACCESS_KEY_ID", description="Key of the access key id in the Secret."
+    )
+    secret_access_key_key: str = Field(
+        default="AWS_SECRET_ACCESS_KEY", description="Key of the secret access key in the Secret."
+    )
+
+
+class PvcStorage(SpecModel):
+    """Artifacts on a PersistentVolumeClaim (ReadWriteMany for more than one replica)."""
+
+    claim_name: str = Field(min_length=1, max_length=253, description="PVC name.")
+    sub_path: str = Field(default="", description="Folder inside the volume.")
+
+
+class S3Storage(SpecModel):
+    """Artifacts in an S3-compatible bucket (Triton reads s3:// natively)."""
+
+    uri: str = Field(pattern=r"^s3://[^\s/]+(/[^\s]*)?$", description="s3://bucket/prefix")
+    endpoint: str | None = Field(default=None, description="Endpoint URL for non-AWS stores.")
+    region: str | None = Field(default=None, description="Bucket region.")
+    credentials_secret: SecretKeyRef | None = Field(
+        default=None, description="Secret holding the access keys; omit for workload identity."
+    )
+
+
+class Storage(SpecModel):
+    """Where built artifacts go; omit to use the operator's default store."""
+
+    pvc: PvcStorage | None = Field(default=None, description="Use a PersistentVolumeClaim.")
+    s3: S3Storage | None = Field(default=None, description="Use an S3-compatible bucket.")
+
+
+class OptimizedModelSpec(SpecModel):
+    """Desired state: the model, how to optimize it, how to serve and scale it."""
+
+    source: Source = Field(description="The original model.")
+    optimize: Optimize = Field(
+        default_factory=Optimize, description="Prune, quantize and the accuracy gate."
+    )
+    serving: Serving = Field(default_factory=Serving, description="Triton serving settings.")
+    autoscaling: Autoscaling = Field(
+        default_factory=Autoscaling, description="Autoscaling on GPU utilization."
+    )
+    replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Fixed replicas when autoscaling is disabled (kubectl scale sets it).",
+    )
+    storage: Storage | None = Field(default=None, description="Artifact store override.")
+
+
+class Condition(SpecModel):
+    """A Kubernetes-convention status condition."""
+
+    type: ConditionType
+    status: ConditionStatus
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field(default="", max_length=32768)
+    last_transition_time: datetime
+    observed_generation: int | None = Field(default=None, ge=0)
+
+
+class BuildStatus(SpecModel):
+    """Summary of the builder's report for the artifact currently served."""
+
+    artifact: str = Field(description="Artifact URI of the built Triton model repository.")
+    generation: int = Field(ge=0, description="metadata.generation the artifact was built for.")
+    size_bytes: int = Field(ge=0, description="Size of the optimized model file.")
+    original_size_bytes: int = Field(ge=0, description="Size of the original model's weights.")
+    size_reduction: float = Field(ge=0, description="originalSizeBytes / sizeBytes.")
+    accuracy_metric: str = Field(description="Metric of the accuracy gate.")
+    accuracy: float = Field(description="Measured mean of the metric against the original.")
+    latency_p50_ms: float | None = Field(default=None, alias="latencyP50Ms")
+    throughput: float | None = Field(default=None, description="Inferences/s at batch 32.")
+    spec_hash: str = Field(default="", description="Hash of the build inputs.")
+
+
+class CostStatus(SpecModel):
+    """What serving costs now and what the budget allows."""
+
+    replica_usd_per_hour: float = Field(ge=0, alias="replicaUSDPerHour")
+    current_usd_per_hour: float = Field(ge=0, alias="currentUSDPerHour")
+    max_affordable_replicas: int | None = Field(default=None, ge=0)
+    month_to_date_usd: float = Field(default=0.0, ge=0, alias="monthToDateUSD")
+    projected_month_usd: float | None = Field(default=None, ge=0, alias="projectedMonthUSD")
+    usd_per_million_inferences: float | None = Field(
+        default=None, ge=0, alias="usdPerMillionInferences"
+    )
+    accounted_at: datetime | None = Field(default=None, description="Last spend accounting.")
+    month: str | None = Field(default=None, description="Month (YYYY-MM) of monthToDateUSD.")
+
+
+class OptimizedModelStatus(SpecModel):
+    """Observed state, written by the operator only."""
+
+    observed_generation: int | None = Field(default=None, ge=0)
+    phase: Phase | None = None
+    conditions: list[Condition] = Field(default_factory=list)
+    build: BuildStatus | None = None
+    replicas: int | None = Field(default=None, ge=0)
+    selector: str | None = Field(default=None, description="Label selector of serving pods.")
+    endpoint: str | None = Field(default=None, description="In-cluster Triton HTTP endpoint.")
+    cost: CostStatus | None = None

@@ -1,0 +1,3 @@
+"""optimodel: one OptimizedModel manifest to an optimized, accuracy-gated Triton deployment."""
+
+__version__ = "0.1.0"
