@@ -1,1 +1,0 @@
-"""The Kopf operator: API models, CRD generation, validation, handlers, rendering, cost."""
