@@ -157,6 +157,10 @@ class CostStatus(SpecModel):
     )
     accounted_at: datetime | None = Field(default=None, description="Last spend accounting.")
     month: str | None = Field(default=None, description="Month (YYYY-MM) of monthToDateUSD.")
+    monthly_budget_alerts: list[int] = Field(
+        default_factory=list,
+        description="Percentages of the monthly budget already announced by an Event this month.",
+    )
 
 
 class OptimizedModelStatus(SpecModel):
