@@ -12,6 +12,7 @@ from typing import Literal
 from pydantic import Field
 
 from optimodel.model_builder.spec import Optimize, Serving, Source, SpecModel
+from optimodel.model_builder.triton_config import ModelSignature
 
 GROUP = "optimodel.io"
 VERSION = "v1alpha1"
@@ -142,6 +143,10 @@ class BuildStatus(SpecModel):
     latency_p50_ms: float | None = Field(default=None, alias="latencyP50Ms")
     throughput: float | None = Field(default=None, description="Inferences/s at batch 32.")
     spec_hash: str = Field(default="", description="Hash of the build inputs.")
+    signature: ModelSignature | None = Field(
+        default=None,
+        description="Tensors the model takes and returns (renders the served config.pbtxt).",
+    )
 
 
 class CostStatus(SpecModel):
