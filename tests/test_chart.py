@@ -1,0 +1,571 @@
+"""The Helm chart: rendered with Helm's own Go code (helm-python-sdk), linted, every built-in
+object validated with kubernetes-validate (strict), RBAC equal to operator/permissions.py, the
+CRD a checked copy, and values.schema.json rejecting bad values with the offending path named.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import helm_python as helm
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from optimodel.operator.permissions import CLUSTER, NAMESPACED, Permission
+from tests.conftest import REPO
+
+CHART = REPO / "charts" / "optimodel"
+RELEASE = "om"
+NAMESPACE = "optimodel-system"
+# The oldest Kubernetes the chart supports (Chart.yaml kubeVersion) and the newest schemas known.
+KUBE_VERSIONS = ("1.27", kubernetes_validate.latest_version())
+
+# Objects whose kinds come from CRDs: kubernetes-validate has no schema for them, so they are
+# skipped there explicitly and checked below against their own CRD (peering) or by shape.
+CRD_KINDS = {
+    ("kopf.dev/v1", "ClusterKopfPeering"),
+    ("kopf.dev/v1", "KopfPeering"),
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+}
+
+Obj = dict[str, Any]
+Values = dict[str, Any]
+
+VALUE_SETS: dict[str, Values] = {
+    "default": {},
+    "namespaced": {"watch": {"mode": "namespaced", "namespaces": ["ml-serving", "ml-staging"]}},
+    "servicemonitor": {
+        "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}
+    },
+    "custom-prices": {"gpuPrices": {"nvidia-l4": 0.65, "nvidia-h100": 3.2, "acme-x1": 1.5}},
+    "two-replicas": {"replicaCount": 2},
+    "s3-pinned": {
+        "image": {"digest": "sha256:" + "a" * 64},
+        "builder": {"image": {"tag": "0.1.0-cuda"}, "serviceAccountName": "optimodel-builder"},
+        "serving": {"gpuNodeLabel": "cloud.google.com/gke-accelerator"},
+        "artifactStore": {
+            "type": "s3",
+            "s3": {
+                "uri": "s3://models/optimodel",
+                "endpoint": "http://minio.storage:9000",
+                "region": "us-east-1",
+                "credentialsSecret": {"name": "optimodel-s3"},
+            },
+        },
+    },
+    "metrics-off": {"metrics": {"enabled": False}, "serviceAccount": {"name": "om-operator"}},
+}
+
+
+@dataclass(frozen=True)
+class Rendered:
+    """One `helm template` of the chart: its objects (templates, then CRDs) and NOTES."""
+
+    objects: list[Obj]
+    notes: str
+
+    def of_kind(self, kind: str) -> list[Obj]:
+        return [o for o in self.objects if o["kind"] == kind]
+
+    def one(self, kind: str) -> Obj:
+        found = self.of_kind(kind)
+        assert len(found) == 1, f"expected one {kind}, got {len(found)}"
+        return found[0]
+
+    def settings(self) -> Obj:
+        data: Obj = yaml.safe_load(self.one("ConfigMap")["data"]["settings.yaml"])
+        return data
+
+
+@pytest.fixture(scope="module")
+def chart() -> Iterator[helm.Chart]:
+    with helm.Chart.load(CHART) as loaded:
+        yield loaded
+
+
+def render(chart: helm.Chart, values: Values) -> Rendered:
+    manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
+    objects = [
+        document
+        for path, text in sorted(manifests.items())
+        if not path.endswith("NOTES.txt")
+        for document in yaml.safe_load_all(text)
+        if document
+    ]
+    objects += [document for crd in chart.crds for document in yaml.safe_load_all(crd["data"])]
+    notes = next(text for path, text in manifests.items() if path.endswith("NOTES.txt"))
+    return Rendered(objects, notes)
+
+
+@pytest.fixture(scope="module")
+def rendered(chart: helm.Chart) -> dict[str, Rendered]:
+    return {name: render(chart, values) for name, values in VALUE_SETS.items()}
+
+
+def deployment_container(result: Rendered) -> Obj:
+    containers: list[Obj] = result.one("Deployment")["spec"]["template"]["spec"]["containers"]
+    assert len(containers) == 1
+    return containers[0]
+
+
+# --- Rendering, lint, Kubernetes schemas -------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_lint_is_clean(name: str) -> None:
+    for kube in KUBE_VERSIONS:
+        report = helm.lint(CHART, VALUE_SETS[name], strict=True, kube_version=f"v{kube}.0")
+        problems = [m for m in report["messages"] if m["severity"] >= 2]
+        assert report["errors"] == [] and problems == [], report
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_every_builtin_object_validates_strictly(name: str, rendered: dict[str, Rendered]) -> None:
+    validated = 0
+    for obj in rendered[name].objects:
+        if (obj["apiVersion"], obj["kind"]) in CRD_KINDS:
+            continue
+        for kube in KUBE_VERSIONS:
+            kubernetes_validate.validate(obj, kube, strict=True)
+        validated += 1
+    # Deployment, ConfigMap, ClusterRole(+Binding), at least: nothing was skipped by accident.
+    assert validated >= 7
+
+
+def test_strict_validation_catches_a_misplaced_field(rendered: dict[str, Rendered]) -> None:
+    """Guards the test above: a field in the wrong place must fail kubernetes-validate."""
+    deployment = copy.deepcopy(rendered["default"].one("Deployment"))
+    deployment["spec"]["template"]["spec"]["containers"][0]["readOnlyRootFilesystem"] = True
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSIONS[0], strict=True)
+
+
+def test_only_crd_kinds_are_skipped(rendered: dict[str, Rendered]) -> None:
+    kinds = {(o["apiVersion"], o["kind"]) for r in rendered.values() for o in r.objects}
+    assert kinds >= CRD_KINDS  # every skipped kind is really rendered by some values set
+    for apiversion, kind in kinds - CRD_KINDS:
+        group = apiversion.rpartition("/")[0]
+        assert group in {"", "apps", "rbac.authorization.k8s.io", "apiextensions.k8s.io"}, kind
+
+
+def test_peering_objects_match_their_crd(rendered: dict[str, Rendered]) -> None:
+    for result in rendered.values():
+        crds = {c["spec"]["names"]["kind"]: c for c in result.of_kind("CustomResourceDefinition")}
+        for obj in result.of_kind("KopfPeering") + result.of_kind("ClusterKopfPeering"):
+            crd = crds[obj["kind"]]
+            version = crd["spec"]["versions"][0]
+            assert obj["apiVersion"] == f"{crd['spec']['group']}/{version['name']}"
+            assert ("namespace" in obj["metadata"]) == (crd["spec"]["scope"] == "Namespaced")
+            jsonschema.validate(obj, version["schema"]["openAPIV3Schema"])
+
+
+def test_servicemonitor_scrapes_the_metrics_service(rendered: dict[str, Rendered]) -> None:
+    assert rendered["default"].of_kind("ServiceMonitor") == []
+    result = rendered["servicemonitor"]
+    monitor, service = result.one("ServiceMonitor"), result.one("Service")
+    assert monitor["metadata"]["labels"]["release"] == "prometheus"
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector.items() <= service["metadata"]["labels"].items()
+    assert monitor["spec"]["namespaceSelector"]["matchNames"] == [NAMESPACE]
+    (endpoint,) = monitor["spec"]["endpoints"]
+    assert endpoint["path"] == "/metrics"
+    assert endpoint["port"] in {p["name"] for p in service["spec"]["ports"]}
+
+
+def test_metrics_off_renders_no_service(rendered: dict[str, Rendered]) -> None:
+    result = rendered["metrics-off"]
+    assert result.of_kind("Service") == [] and result.of_kind("ServiceMonitor") == []
+    assert "metrics" not in {p["name"] for p in deployment_container(result)["ports"]}
+    assert result.settings()["metricsPort"] == 0  # the operator's "no metrics endpoint"
+
+
+# --- The CRDs --------------------------------------------------------------------------------
+
+
+def test_chart_crd_is_an_exact_copy_of_the_generated_crd() -> None:
+    chart_copy = CHART / "crds" / "optimizedmodel.yaml"
+    assert chart_copy.read_bytes() == (REPO / "crds" / "optimizedmodel.yaml").read_bytes(), (
+        "charts/optimodel/crds/optimizedmodel.yaml differs from crds/optimizedmodel.yaml: "
+        "cp crds/optimizedmodel.yaml charts/optimodel/crds/"
+    )
+
+
+def test_chart_ships_exactly_the_optimodel_and_kopf_peering_crds(chart: helm.Chart) -> None:
+    assert sorted(p.name for p in (CHART / "crds").iterdir()) == [
+        "kopf-peering.yaml",
+        "optimizedmodel.yaml",
+    ]
+    names = {
+        document["metadata"]["name"]
+        for crd in chart.crds
+        for document in yaml.safe_load_all(crd["data"])
+    }
+    assert names == {
+        "optimizedmodels.optimodel.io",
+        "kopfpeerings.kopf.dev",
+        "clusterkopfpeerings.kopf.dev",
+    }
+
+
+# --- RBAC == operator/permissions.py --------------------------------------------------------
+
+Grant = tuple[str, str, str]  # (apiGroup, resource, verb)
+
+
+def grants(permissions: tuple[Permission, ...]) -> set[Grant]:
+    return {(p.api_group, p.resource, verb) for p in permissions for verb in p.verbs}
+
+
+def rule_grants(role: Obj) -> set[Grant]:
+    found: set[Grant] = set()
+    for rule in role["rules"]:
+        assert set(rule) <= {"apiGroups", "resources", "verbs"}, rule  # no names, no URLs
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    assert "*" not in (group, resource, verb), rule
+                    found.add((group, resource, verb))
+    return found
+
+
+def bound_subjects(binding: Obj) -> list[Obj]:
+    subjects: list[Obj] = binding["subjects"]
+    return subjects
+
+
+def test_cluster_mode_rbac_is_exactly_the_operator_permissions(
+    rendered: dict[str, Rendered],
+) -> None:
+    result = rendered["default"]
+    assert result.of_kind("Role") == [] and result.of_kind("RoleBinding") == []
+    role, binding = result.one("ClusterRole"), result.one("ClusterRoleBinding")
+    assert rule_grants(role) == grants(NAMESPACED) | grants(CLUSTER)
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    account = result.one("ServiceAccount")["metadata"]
+    assert bound_subjects(binding) == [
+        {"kind": "ServiceAccount", "name": account["name"], "namespace": NAMESPACE}
+    ]
+
+
+def test_namespaced_mode_rbac_is_per_namespace(rendered: dict[str, Rendered]) -> None:
+    result = rendered["namespaced"]
+    assert rule_grants(result.one("ClusterRole")) == grants(CLUSTER)
+    roles = {r["metadata"]["namespace"]: r for r in result.of_kind("Role")}
+    bindings = {b["metadata"]["namespace"]: b for b in result.of_kind("RoleBinding")}
+    assert set(roles) == set(bindings) == {"ml-serving", "ml-staging"}
+    account = result.one("ServiceAccount")["metadata"]["name"]
+    for namespace, role in roles.items():
+        assert rule_grants(role) == grants(NAMESPACED)
+        binding = bindings[namespace]
+        assert binding["roleRef"]["kind"] == "Role"
+        assert binding["roleRef"]["name"] == role["metadata"]["name"]
+        assert bound_subjects(binding) == [
+            {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+        ]
+
+
+def test_existing_service_account_is_bound_and_not_created(rendered: dict[str, Rendered]) -> None:
+    result = rendered["metrics-off"]
+    assert result.one("ServiceAccount")["metadata"]["name"] == "om-operator"
+    pod = result.one("Deployment")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "om-operator"
+    assert bound_subjects(result.one("ClusterRoleBinding"))[0]["name"] == "om-operator"
+
+
+# --- The operator Deployment -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_deployment_is_hardened(name: str, rendered: dict[str, Rendered]) -> None:
+    pod = rendered[name].one("Deployment")["spec"]["template"]["spec"]
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["runAsUser"] > 0
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    container = deployment_container(rendered[name])
+    context = container["securityContext"]
+    assert context["runAsNonRoot"] is True
+    assert context["readOnlyRootFilesystem"] is True
+    assert context["allowPrivilegeEscalation"] is False
+    assert context["capabilities"] == {"drop": ["ALL"]}
+    assert context["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert container["resources"]["requests"] and container["resources"]["limits"]["memory"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    mounts = {m["mountPath"]: m for m in container["volumeMounts"]}
+    assert "emptyDir" in volumes[mounts["/tmp"]["name"]]
+    assert mounts["/etc/optimodel"]["readOnly"] is True
+
+
+def test_probes_hit_kopfs_liveness_endpoint(rendered: dict[str, Rendered]) -> None:
+    result = rendered["default"]
+    container = deployment_container(result)
+    assert container["args"] == ["operator"]  # after the image's entrypoint, `optimodel`
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports["health"] == result.settings()["healthPort"] == 8080
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert container[probe]["httpGet"] == {"path": "/healthz", "port": "health"}
+
+
+def test_settings_file_is_mounted_where_the_operator_reads_it(
+    rendered: dict[str, Rendered],
+) -> None:
+    result = rendered["default"]
+    container = deployment_container(result)
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    settings_file = Path(env["OPTIMODEL_SETTINGS_FILE"])
+    mount = next(
+        m for m in container["volumeMounts"] if m["mountPath"] == str(settings_file.parent)
+    )
+    volume = next(
+        v
+        for v in result.one("Deployment")["spec"]["template"]["spec"]["volumes"]
+        if v["name"] == mount["name"]
+    )
+    configmap = result.one("ConfigMap")
+    assert volume["configMap"]["name"] == configmap["metadata"]["name"]
+    assert settings_file.name in configmap["data"]
+
+
+def test_settings_change_rolls_the_operator(rendered: dict[str, Rendered]) -> None:
+    def checksum(name: str) -> str:
+        template = rendered[name].one("Deployment")["spec"]["template"]
+        value: str = template["metadata"]["annotations"]["checksum/settings"]
+        return value
+
+    assert checksum("default") != checksum("custom-prices")
+    assert checksum("default") == checksum("two-replicas")
+
+
+# --- values -> settings ----------------------------------------------------------------------
+
+SETTINGS_KEYS = {
+    "builderImage",
+    "tritonImage",
+    "s3SyncImage",
+    "artifactStore",
+    "gpuPrices",
+    "build",
+    "serving",
+    "namespaces",
+    "metricsPort",
+    "healthPort",
+    "resyncSeconds",
+    "peering",
+}
+
+
+def test_default_settings(rendered: dict[str, Rendered]) -> None:
+    settings = rendered["default"].settings()
+    assert set(settings) == SETTINGS_KEYS
+    assert settings["builderImage"] == "ghcr.io/optimodel/optimodel-builder:0.1.0"
+    assert settings["tritonImage"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert settings["s3SyncImage"] == "amazon/aws-cli:2.22.35"
+    assert settings["artifactStore"] == {"pvc": {"claimName": "optimodel-artifacts", "subPath": ""}}
+    assert settings["gpuPrices"] == {}
+    assert settings["build"] == {
+        "backoffLimit": 2,
+        "ttlSecondsAfterFinished": 86400,
+        "activeDeadlineSeconds": 21600,
+        "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
+    }
+    assert settings["serving"] == {"resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}
+    assert settings["namespaces"] == []
+    assert settings["metricsPort"] == 9090
+    assert settings["healthPort"] == 8080
+    assert settings["resyncSeconds"] == 300
+    assert settings["peering"] == {"name": f"{RELEASE}-optimodel"}
+
+
+def test_custom_prices_reach_the_settings(rendered: dict[str, Rendered]) -> None:
+    assert rendered["custom-prices"].settings()["gpuPrices"] == {
+        "nvidia-l4": 0.65,
+        "nvidia-h100": 3.2,
+        "acme-x1": 1.5,
+    }
+
+
+def test_s3_store_and_pinned_images(rendered: dict[str, Rendered]) -> None:
+    result = rendered["s3-pinned"]
+    settings = result.settings()
+    assert settings["artifactStore"] == {
+        "s3": {
+            "uri": "s3://models/optimodel",
+            "endpoint": "http://minio.storage:9000",
+            "region": "us-east-1",
+            "credentialsSecret": {"name": "optimodel-s3"},
+        }
+    }
+    assert settings["builderImage"] == "ghcr.io/optimodel/optimodel-builder:0.1.0-cuda"
+    assert settings["build"]["serviceAccountName"] == "optimodel-builder"
+    assert settings["serving"]["gpuNodeLabel"] == "cloud.google.com/gke-accelerator"
+    image = deployment_container(result)["image"]
+    assert image == "ghcr.io/optimodel/optimodel-operator@sha256:" + "a" * 64
+
+
+def test_namespaced_settings_list_the_watched_namespaces(rendered: dict[str, Rendered]) -> None:
+    assert rendered["namespaced"].settings()["namespaces"] == ["ml-serving", "ml-staging"]
+
+
+def test_metrics_port_is_consistent(rendered: dict[str, Rendered]) -> None:
+    result = rendered["servicemonitor"]
+    port = result.settings()["metricsPort"]
+    container_ports = {p["name"]: p["containerPort"] for p in deployment_container(result)["ports"]}
+    assert container_ports["metrics"] == port
+    (service_port,) = result.one("Service")["spec"]["ports"]
+    assert service_port == {
+        "name": "metrics",
+        "port": port,
+        "targetPort": "metrics",
+        "protocol": "TCP",
+    }
+
+
+# --- Kopf peering ----------------------------------------------------------------------------
+
+
+def test_cluster_mode_peers_through_a_cluster_peering(rendered: dict[str, Rendered]) -> None:
+    for name in ("default", "two-replicas"):
+        result = rendered[name]
+        peering = result.one("ClusterKopfPeering")
+        assert peering["metadata"]["name"] == result.settings()["peering"]["name"]
+        assert result.of_kind("KopfPeering") == []
+    assert rendered["two-replicas"].one("Deployment")["spec"]["replicas"] == 2
+    assert "one acts, the others stand by" in rendered["two-replicas"].notes
+
+
+def test_namespaced_mode_peers_in_every_watched_namespace(rendered: dict[str, Rendered]) -> None:
+    result = rendered["namespaced"]
+    assert result.of_kind("ClusterKopfPeering") == []
+    peerings = result.of_kind("KopfPeering")
+    assert {p["metadata"]["namespace"] for p in peerings} == {"ml-serving", "ml-staging"}
+    assert {p["metadata"]["name"] for p in peerings} == {result.settings()["peering"]["name"]}
+    assert "ml-serving, ml-staging" in result.notes
+
+
+# --- values.schema.json and the template checks ----------------------------------------------
+
+SCHEMA_REJECTS: list[tuple[str, Values, str]] = [
+    # (case, values, what the message must contain: the path, the constraint)
+    ("replicas-as-string", {"replicaCount": "2"}, "/replicaCount': got string, want integer"),
+    ("replicas-zero", {"replicaCount": 0}, "/replicaCount"),
+    ("negative-price", {"gpuPrices": {"nvidia-l4": -0.5}}, "/gpuPrices/nvidia-l4"),
+    ("absurd-price", {"gpuPrices": {"nvidia-h100": 5000}}, "/gpuPrices/nvidia-h100"),
+    ("price-as-string", {"gpuPrices": {"nvidia-l4": "0.8"}}, "got string, want number"),
+    ("gpu-type-form", {"gpuPrices": {"NVIDIA L4": 1.0}}, "NVIDIA L4"),
+    ("unknown-top-key", {"replicas": 2}, "additional properties 'replicas' not allowed"),
+    ("unknown-nested-key", {"metrics": {"prot": 9091}}, "additional properties 'prot'"),
+    ("tag-with-colon", {"image": {"tag": "v1:2"}}, "/image/tag"),
+    ("digest-form", {"builder": {"image": {"digest": "sha256:xyz"}}}, "/builder/image/digest"),
+    ("repository-uppercase", {"triton": {"image": {"repository": "NVCR.io/Triton"}}}, "/triton"),
+    ("pull-policy", {"image": {"pullPolicy": "Sometimes"}}, "/image/pullPolicy"),
+    ("mode-enum", {"watch": {"mode": "everywhere"}}, "/watch/mode"),
+    (
+        "namespaced-without-namespaces",
+        {"watch": {"mode": "namespaced", "namespaces": []}},
+        "/watch/namespaces': minItems",
+    ),
+    (
+        "cluster-with-namespaces",
+        {"watch": {"mode": "cluster", "namespaces": ["ml"]}},
+        "/watch/namespaces': maxItems",
+    ),
+    ("store-type", {"artifactStore": {"type": "gcs"}}, "/artifactStore/type"),
+    ("s3-without-uri", {"artifactStore": {"type": "s3"}}, "/artifactStore/s3/uri"),
+    (
+        "s3-uri-scheme",
+        {"artifactStore": {"s3": {"uri": "https://bucket"}}},
+        "/artifactStore/s3/uri",
+    ),
+    (
+        "subpath-escapes",
+        {"artifactStore": {"pvc": {"subPath": "models/../../etc"}}},
+        "/artifactStore/pvc/subPath",
+    ),
+    (
+        "negative-ttl",
+        {"builder": {"ttlSecondsAfterFinished": -1}},
+        "/builder/ttlSecondsAfterFinished",
+    ),
+    ("bad-quantity", {"resources": {"limits": {"memory": "lots"}}}, "/resources/limits/memory"),
+    (
+        "settings-quantity-unquoted",
+        {"builder": {"resources": {"requests": {"cpu": 2}}}},
+        "/builder/resources/requests/cpu': got number, want string",
+    ),
+    (
+        "writable-root",
+        {"securityContext": {"readOnlyRootFilesystem": False}},
+        "/securityContext/readOnlyRootFilesystem': value must be true",
+    ),
+    ("run-as-root", {"podSecurityContext": {"runAsUser": 0}}, "/podSecurityContext/runAsUser"),
+    (
+        "servicemonitor-without-metrics",
+        {"metrics": {"enabled": False, "serviceMonitor": {"enabled": True}}},
+        "/metrics/enabled': value must be true",
+    ),
+    ("metrics-port-range", {"metrics": {"port": 80}}, "/metrics/port"),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [pytest.param(v, m, id=case) for case, v, m in SCHEMA_REJECTS],
+)
+def test_schema_rejects_bad_values(chart: helm.Chart, values: Values, message: str) -> None:
+    with pytest.raises(helm.HelmValuesError) as raised:
+        chart.validate_schema(values)
+    assert message in str(raised.value)
+    # `helm template` / `helm install` refuse the same values before rendering anything.
+    with pytest.raises(helm.HelmValuesError):
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+
+
+TEMPLATE_REJECTS: list[tuple[str, Values, str]] = [
+    ("latest-tag", {"builder": {"image": {"tag": "latest"}}}, "builder.image.tag: 'latest'"),
+    ("port-clash", {"metrics": {"port": 8080}}, "metrics.port and health.port are both 8080"),
+    (
+        "replicas-without-peering",
+        {"replicaCount": 2, "peering": {"create": False}},
+        "replicaCount > 1 needs Kopf peering",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [pytest.param(v, m, id=case) for case, v, m in TEMPLATE_REJECTS],
+)
+def test_template_rejects_what_the_schema_cannot_say(
+    chart: helm.Chart, values: Values, message: str
+) -> None:
+    chart.validate_schema(values)  # well-formed, yet wrong
+    with pytest.raises(helm.HelmRenderError) as raised:
+        chart.render(values, name=RELEASE, namespace=NAMESPACE)
+    assert message in str(raised.value)
+
+
+def test_schema_is_valid_draft7_and_accepts_the_defaults(chart: helm.Chart) -> None:
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    jsonschema.Draft7Validator.check_schema(schema)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    jsonschema.Draft7Validator(schema).validate(defaults)
+    for values in VALUE_SETS.values():
+        chart.validate_schema(values)
+
+
+@pytest.mark.parametrize("name", VALUE_SETS)
+def test_operator_accepts_the_rendered_settings(name: str, rendered: dict[str, Rendered]) -> None:
+    """The settings file parses with the operator's own settings model (unknown keys fail)."""
+    settings_module = pytest.importorskip("optimodel.operator.settings")
+    parsed = settings_module.parse_settings(rendered[name].settings(), {}, origin=name)
+    assert parsed.metrics_port == rendered[name].settings()["metricsPort"]
