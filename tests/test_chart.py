@@ -38,9 +38,19 @@ CRD_KINDS = {
 Obj = dict[str, Any]
 Values = dict[str, Any]
 
+# The `--set` flags of the README's quick start, parsed by Helm's own strvals parser.
+README_NAMESPACED_SET = "watch.mode=namespaced,watch.namespaces={ml-serving,ml-staging}"
+README_S3_SET = "artifactStore.type=s3,artifactStore.s3.uri=s3://my-bucket/optimodel"
+# --set would pass 0.65 as a string (Helm's --set types only integers and booleans): --set-json.
+README_PRICES_SET_JSON = 'gpuPrices={"nvidia-l4":0.65}'
+
 VALUE_SETS: dict[str, Values] = {
     "default": {},
-    "namespaced": {"watch": {"mode": "namespaced", "namespaces": ["ml-serving", "ml-staging"]}},
+    "namespaced": helm.parse_set_string(README_NAMESPACED_SET),
+    "readme-s3-prices": {
+        **helm.parse_set_string(README_S3_SET),
+        **helm.parse_set_json(README_PRICES_SET_JSON),
+    },
     "servicemonitor": {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}
     },
@@ -414,6 +424,12 @@ def test_s3_store_and_pinned_images(rendered: dict[str, Rendered]) -> None:
 
 def test_namespaced_settings_list_the_watched_namespaces(rendered: dict[str, Rendered]) -> None:
     assert rendered["namespaced"].settings()["namespaces"] == ["ml-serving", "ml-staging"]
+
+
+def test_readme_set_flags_reach_the_settings(rendered: dict[str, Rendered]) -> None:
+    settings = rendered["readme-s3-prices"].settings()
+    assert settings["artifactStore"] == {"s3": {"uri": "s3://my-bucket/optimodel"}}
+    assert settings["gpuPrices"] == {"nvidia-l4": 0.65}
 
 
 def test_metrics_port_is_consistent(rendered: dict[str, Rendered]) -> None:
