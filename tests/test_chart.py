@@ -420,6 +420,7 @@ def test_s3_store_and_pinned_images(rendered: dict[str, Rendered]) -> None:
     assert settings["serving"]["gpuNodeLabel"] == "cloud.google.com/gke-accelerator"
     image = deployment_container(result)["image"]
     assert image == "ghcr.io/optimodel/optimodel-operator@sha256:" + "a" * 64
+    assert "write to s3://models/optimodel)" in result.notes and "PVC" not in result.notes
 
 
 def test_namespaced_settings_list_the_watched_namespaces(rendered: dict[str, Rendered]) -> None:
