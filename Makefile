@@ -31,8 +31,10 @@ unit: setup
 
 test: lint typecheck unit
 
+# The chart's crds/ is a checked copy of crds/ (a test compares them).
 crd: setup
 	$(BIN)/optimodel crd
+	cp crds/optimizedmodel.yaml charts/optimodel/crds/optimizedmodel.yaml
 
 constraints: setup
 	(echo '# Versions resolved together and tested (pip check clean). Regenerate: make constraints'; \
