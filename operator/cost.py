@@ -1,0 +1,582 @@
+"""Serving cost inside a budget: prices, caps, spend accounting. Pure: no Kubernetes I/O.
+
+The operator calls these from its handlers and timer (see `assess_budget`); everything here is
+a function of typed inputs and `now`, so it is table-tested and driven for a simulated month
+by `benchmarks/budget_simulation.py`.
+
+How the cap works (AUTOSCALING.md has the long form):
+- hourly budget: at most floor(budget / replica cost) replicas ever run, so the spend rate,
+  and hence the spend of any hour, never exceeds the hourly budget;
+- monthly budget: minReplicas stay paid for until the month ends (the reserve); the rest of
+  the monthly budget (the surplus) buys replicas above the minimum, and the cap lets at most
+  surplus / (replica cost x lookahead) of them run. The cap falls only as the surplus runs
+  out, so replicas follow demand until the budget really is nearly spent, and the lookahead
+  (>= 3 x the time a new cap needs to reach the pods) keeps spend inside the budget even
+  though the autoscaler applies a lowered cap late.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from types import MappingProxyType
+from typing import Any, Literal
+
+from optimodel.model_builder.spec import Serving
+from optimodel.operator import api
+
+# Indicative hyperscaler on-demand list prices, USD per GPU-hour (US regions, 2024-25, rounded;
+# the instance price divided by its GPUs where they only come in eights). Not a quote: prices
+# differ by cloud, region and commitment and drift over time. Override them in the operator's
+# gpuPrices setting (Helm values) or per resource with the optimodel.io/price-usd-per-gpu-hour
+# annotation.
+DEFAULT_GPU_PRICES_USD_PER_HOUR: Mapping[str, float] = MappingProxyType(
+    {
+        "nvidia-t4": 0.35,
+        "nvidia-l4": 0.70,
+        "nvidia-a10g": 1.00,
+        "nvidia-l40s": 1.85,
+        "nvidia-a100": 3.70,
+        "nvidia-a100-80gb": 5.10,
+        "nvidia-h100": 11.00,
+        "nvidia-h200": 12.00,
+    }
+)
+# One replica with serving.gpu.count 0 (a few vCPUs and memory for Triton on CPU).
+DEFAULT_CPU_REPLICA_USD_PER_HOUR = 0.10
+
+# Percentages of the monthly budget announced by an Event, each once per month.
+BUDGET_ALERT_PERCENTS: tuple[int, ...] = (80, 100)
+# How long the monthly cap must stay safe: >= 3 x (timer period + the autoscaler's reaction),
+# see `cap_replicas`. The default fits a 60 s timer and the HPA's 15 s sync with headroom.
+DEFAULT_LOOKAHEAD = timedelta(minutes=10)
+
+HOUR = timedelta(hours=1)
+# Tolerance of float division when a budget is an exact multiple of the replica cost
+# (6 / 1.2 is 4.999...): cents never matter, a lost replica does.
+_EPSILON = 1e-9
+
+EventType = Literal["Normal", "Warning"]
+BudgetLimit = Literal["spec", "hourly", "monthly"]
+
+
+class CostError(ValueError):
+    """A price or budget input is unusable; `reason` is the WithinBudget condition reason."""
+
+    reason = "InvalidBudget"
+
+
+class UnknownGpuTypeError(CostError):
+    """spec.serving.gpu.type has no price in the catalog."""
+
+    reason = "UnknownGpuPrice"
+
+    def __init__(self, gpu_type: str, known: list[str]) -> None:
+        self.gpu_type = gpu_type
+        super().__init__(
+            f"spec.serving.gpu.type: {gpu_type!r} has no price in the operator's GPU price "
+            f"catalog (known: {', '.join(known)}); fix: use a known type, add it to the "
+            f"operator's gpuPrices setting, or set the annotation "
+            f'{api.PRICE_USD_PER_GPU_HOUR}: "<USD per GPU-hour>"'
+        )
+
+
+class InvalidAmountError(CostError):
+    """An annotation or setting is not a positive amount of US dollars."""
+
+    reason = "InvalidBudgetAnnotation"
+
+    def __init__(self, where: str, value: object) -> None:
+        self.where = where
+        self.value = value
+        super().__init__(
+            f"{where}: {value!r} is not a positive amount; "
+            f'fix: write a positive number of US dollars as a string, e.g. "6" or "2.5"'
+        )
+
+
+def parse_amount(where: str, value: object) -> float:
+    """A positive, finite dollar amount from an annotation or setting value."""
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        raise InvalidAmountError(where, value)
+    try:
+        amount = float(value)
+    except ValueError:
+        raise InvalidAmountError(where, value) from None
+    if not math.isfinite(amount) or amount <= 0:
+        raise InvalidAmountError(where, value)
+    return amount
+
+
+@dataclass(frozen=True)
+class PriceCatalog:
+    """USD per GPU-hour by GPU type, and the price of a CPU-only replica-hour."""
+
+    gpu_usd_per_hour: Mapping[str, float] = field(
+        default_factory=lambda: DEFAULT_GPU_PRICES_USD_PER_HOUR
+    )
+    cpu_replica_usd_per_hour: float = DEFAULT_CPU_REPLICA_USD_PER_HOUR
+
+    @classmethod
+    def from_settings(
+        cls,
+        gpu_prices: Mapping[str, object] | None = None,
+        cpu_replica_usd_per_hour: object | None = None,
+    ) -> PriceCatalog:
+        """The defaults merged with the operator's settings (Helm values gpuPrices, ...)."""
+        prices = dict(DEFAULT_GPU_PRICES_USD_PER_HOUR)
+        for gpu_type, price in (gpu_prices or {}).items():
+            prices[gpu_type] = parse_amount(f"gpuPrices[{gpu_type}]", price)
+        cpu = (
+            DEFAULT_CPU_REPLICA_USD_PER_HOUR
+            if cpu_replica_usd_per_hour is None
+            else parse_amount("cpuReplicaPrice", cpu_replica_usd_per_hour)
+        )
+        return cls(MappingProxyType(prices), cpu)
+
+    def gpu_price(self, gpu_type: str) -> float:
+        """USD per hour of one GPU of this type; UnknownGpuTypeError names the fix."""
+        try:
+            return self.gpu_usd_per_hour[gpu_type]
+        except KeyError:
+            raise UnknownGpuTypeError(gpu_type, sorted(self.gpu_usd_per_hour)) from None
+
+
+def replica_cost_per_hour(
+    serving: Serving, catalog: PriceCatalog, annotation_override: float | None = None
+) -> float:
+    """USD per hour of one serving replica: GPUs x price per GPU-hour.
+
+    The annotation override is a price per GPU-hour; for a CPU-only replica (gpu.count 0) it
+    is the price of the whole replica-hour.
+    """
+    count = serving.gpu.count
+    if annotation_override is not None:
+        return annotation_override * max(count, 1)
+    if count == 0:
+        return catalog.cpu_replica_usd_per_hour
+    return count * catalog.gpu_price(serving.gpu.type)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """The budget annotations of one OptimizedModel; None means no limit of that kind."""
+
+    usd_per_hour: float | None = None
+    usd_per_month: float | None = None
+
+    @property
+    def unlimited(self) -> bool:
+        return self.usd_per_hour is None and self.usd_per_month is None
+
+
+def _annotation(annotations: Mapping[str, str] | None, key: str) -> float | None:
+    value = (annotations or {}).get(key)
+    if value is None:
+        return None
+    return parse_amount(f"metadata.annotations[{key}]", value)
+
+
+def parse_budget(annotations: Mapping[str, str] | None) -> Budget:
+    """The Budget from the budget-usd-per-hour/-per-month annotations; InvalidAmountError."""
+    return Budget(
+        usd_per_hour=_annotation(annotations, api.BUDGET_USD_PER_HOUR),
+        usd_per_month=_annotation(annotations, api.BUDGET_USD_PER_MONTH),
+    )
+
+
+def parse_price_override(annotations: Mapping[str, str] | None) -> float | None:
+    """The per-resource price optimodel.io/price-usd-per-gpu-hour, if set."""
+    return _annotation(annotations, api.PRICE_USD_PER_GPU_HOUR)
+
+
+# --- months (UTC) ---------------------------------------------------------------------------
+
+
+def _utc(moment: datetime) -> datetime:
+    if moment.tzinfo is None:
+        raise ValueError(f"{moment!r} has no time zone; pass an aware datetime (UTC)")
+    return moment.astimezone(UTC)
+
+
+def month_key(moment: datetime) -> str:
+    """The accounting month (UTC) of a moment, as YYYY-MM."""
+    moment = _utc(moment)
+    return f"{moment.year:04d}-{moment.month:02d}"
+
+
+def month_start(moment: datetime) -> datetime:
+    """The first instant of the moment's month (UTC)."""
+    moment = _utc(moment)
+    return datetime(moment.year, moment.month, 1, tzinfo=UTC)
+
+
+def next_month_start(moment: datetime) -> datetime:
+    """The first instant of the month after the moment's month (UTC)."""
+    moment = _utc(moment)
+    year, month = (moment.year + 1, 1) if moment.month == 12 else (moment.year, moment.month + 1)
+    return datetime(year, month, 1, tzinfo=UTC)
+
+
+def hours_left_in_month(moment: datetime) -> float:
+    """Hours from the moment to the end of its month (UTC)."""
+    return (next_month_start(moment) - _utc(moment)) / HOUR
+
+
+# --- spend accounting -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SpendState:
+    """Month-to-date serving spend; persisted in status.cost so it survives restarts."""
+
+    month: str
+    month_to_date_usd: float
+    accounted_at: datetime
+    usd_per_hour: float = 0.0
+    replica_usd_per_hour: float = 0.0
+    max_affordable_replicas: int | None = None
+    alerted_percents: tuple[int, ...] = ()
+
+    @classmethod
+    def from_status(cls, cost: Mapping[str, Any] | None) -> SpendState | None:
+        """The state kept in status.cost, or None when nothing was accounted yet."""
+        if not cost:
+            return None
+        status = api.CostStatus.model_validate(cost)
+        if status.accounted_at is None or status.month is None:
+            return None
+        return cls(
+            month=status.month,
+            month_to_date_usd=status.month_to_date_usd,
+            accounted_at=_utc(status.accounted_at),
+            usd_per_hour=status.current_usd_per_hour,
+            replica_usd_per_hour=status.replica_usd_per_hour,
+            max_affordable_replicas=status.max_affordable_replicas,
+            alerted_percents=tuple(status.monthly_budget_alerts),
+        )
+
+    def to_status(self, usd_per_million_inferences: float | None = None) -> dict[str, Any]:
+        """status.cost as the API writes it (camelCase, JSON types)."""
+        status = api.CostStatus(
+            replica_usd_per_hour=self.replica_usd_per_hour,
+            current_usd_per_hour=self.usd_per_hour,
+            max_affordable_replicas=self.max_affordable_replicas,
+            month_to_date_usd=self.month_to_date_usd,
+            projected_month_usd=projected_month_usd(self),
+            usd_per_million_inferences=usd_per_million_inferences,
+            accounted_at=self.accounted_at,
+            month=self.month,
+            monthly_budget_alerts=list(self.alerted_percents),
+        )
+        return status.model_dump(by_alias=True, mode="json", exclude_none=True)
+
+
+def accrue_spend(
+    previous: SpendState | None, replicas: int, replica_usd_per_hour: float, now: datetime
+) -> SpendState:
+    """Integrate replicas x price from the last accounting to `now`.
+
+    Between two observations the replica count is unknown, so the interval is charged at the
+    larger of the two rates: month-to-date never under-counts, and the cap built on it stays
+    safe. Spend is split at month boundaries; a new month starts from zero with no alerts.
+    """
+    now = _utc(now)
+    if replicas < 0 or replica_usd_per_hour < 0:
+        raise ValueError("replicas and replica cost must not be negative")
+    rate = replicas * replica_usd_per_hour
+    month = month_key(now)
+    if previous is None:
+        return SpendState(month, 0.0, now, rate, replica_usd_per_hour)
+    if now <= previous.accounted_at:
+        # A clock step backwards or a replayed event: nothing new to charge, never un-charge.
+        return SpendState(
+            previous.month,
+            previous.month_to_date_usd,
+            previous.accounted_at,
+            rate,
+            replica_usd_per_hour,
+            previous.max_affordable_replicas,
+            previous.alerted_percents,
+        )
+    charged_rate = max(previous.usd_per_hour, rate)
+    if previous.month == month:
+        spent = previous.month_to_date_usd + charged_rate * ((now - previous.accounted_at) / HOUR)
+        return SpendState(
+            month,
+            spent,
+            now,
+            rate,
+            replica_usd_per_hour,
+            previous.max_affordable_replicas,
+            previous.alerted_percents,
+        )
+    since = max(previous.accounted_at, month_start(now))
+    spent = charged_rate * ((now - since) / HOUR)
+    return SpendState(month, spent, now, rate, replica_usd_per_hour, None, ())
+
+
+def projected_month_usd(spend: SpendState) -> float:
+    """Month-to-date plus the current hourly cost until the month ends."""
+    return spend.month_to_date_usd + spend.usd_per_hour * hours_left_in_month(spend.accounted_at)
+
+
+def crossed_alerts(
+    spend: SpendState, budget: Budget, percents: tuple[int, ...] = BUDGET_ALERT_PERCENTS
+) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """(percents now alerted, percents newly crossed): each announced once per month.
+
+    A percentage no longer reached (the budget was raised) is re-armed.
+    """
+    if budget.usd_per_month is None:
+        return (), ()
+    used = 100 * spend.month_to_date_usd / budget.usd_per_month
+    reached = tuple(p for p in percents if used + _EPSILON >= p)
+    new = tuple(p for p in reached if p not in spend.alerted_percents)
+    return reached, new
+
+
+# --- the cap --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetCap:
+    """What the budget allows: the autoscaler's maxReplicas and why."""
+
+    max_replicas: int
+    max_affordable_replicas: int | None
+    limited_by: BudgetLimit
+    below_minimum: bool
+    reason: str
+    message: str
+
+    @property
+    def within_budget(self) -> bool:
+        return not self.below_minimum
+
+
+def _floor_ratio(amount: float, price: float) -> int:
+    return max(0, math.floor(amount / price + _EPSILON))
+
+
+def cap_replicas(
+    *,
+    min_replicas: int,
+    max_replicas: int,
+    replica_usd_per_hour: float,
+    budget: Budget,
+    spend: SpendState | None,
+    now: datetime,
+    lookahead: timedelta = DEFAULT_LOOKAHEAD,
+) -> BudgetCap:
+    """The autoscaler's maxReplicas: min(spec max, what the hourly and monthly budgets allow).
+
+    Monthly: minReplicas are reserved to the month's end; the surplus beyond that buys extra
+    replicas at most surplus / (replica cost x lookahead). The surplus only shrinks, so the
+    cap only falls within a month, and with lookahead >= 3 x the delay before a new cap
+    reaches the pods, spend can never outrun it (a delayed drain x' = -x(t - d) / L stays
+    positive when d / L < 1/e).
+
+    BudgetBelowMinimum (even minReplicas are unaffordable): keep minReplicas running, never
+    above; WithinBudget=False tells the user to raise the budget or lower the minimum.
+    """
+    if min_replicas < 0 or max_replicas < 0:
+        raise ValueError("replica bounds must not be negative")
+    if lookahead <= timedelta(0):
+        raise ValueError("lookahead must be positive")
+    spec_max = max(min_replicas, max_replicas)
+    cost = replica_usd_per_hour
+    if budget.unlimited or cost <= 0:
+        text = "no budget annotations" if budget.unlimited else "replicas cost nothing"
+        return BudgetCap(spec_max, None, "spec", False, "NoBudget", f"{text}; not capped")
+
+    limits: list[tuple[int, BudgetLimit, str]] = []
+    if budget.usd_per_hour is not None:
+        hourly = _floor_ratio(budget.usd_per_hour, cost)
+        limits.append(
+            (
+                hourly,
+                "hourly",
+                f"${budget.usd_per_hour:g}/h affords {hourly} replicas at ${cost:g}/h each",
+            )
+        )
+    if budget.usd_per_month is not None:
+        month = month_key(now)
+        spent = spend.month_to_date_usd if spend is not None and spend.month == month else 0.0
+        remaining = budget.usd_per_month - spent
+        reserve = min_replicas * cost * hours_left_in_month(now)
+        surplus = remaining - reserve
+        if surplus < 0:
+            monthly = _floor_ratio(max(remaining, 0.0), cost * hours_left_in_month(now))
+        else:
+            monthly = min_replicas + _floor_ratio(surplus, cost * (lookahead / HOUR))
+        limits.append(
+            (
+                monthly,
+                "monthly",
+                f"${remaining:.2f} of ${budget.usd_per_month:g} left this month affords "
+                f"{monthly} replicas at ${cost:g}/h each"
+                + (f" while keeping {min_replicas} to the month's end" if surplus >= 0 else ""),
+            )
+        )
+    affordable, limited_by, why = min(limits, key=lambda limit: limit[0])
+    if affordable < min_replicas:
+        return BudgetCap(
+            min_replicas,
+            affordable,
+            limited_by,
+            True,
+            "BudgetBelowMinimum",
+            f"{why}, below minReplicas {min_replicas}: keeping {min_replicas} running, never "
+            f"more; raise the {limited_by} budget or lower spec.autoscaling.minReplicas",
+        )
+    if affordable >= spec_max:
+        return BudgetCap(spec_max, affordable, "spec", False, "BudgetAllowsMaximum", why)
+    reason = "CappedByHourlyBudget" if limited_by == "hourly" else "CappedByMonthlyBudget"
+    return BudgetCap(
+        affordable, affordable, limited_by, False, reason, f"{why}; maxReplicas {affordable}"
+    )
+
+
+def autoscaler_ceiling(min_replicas: int, max_replicas: int, affordable: int | None) -> int:
+    """The maxReplicas the autoscaler gets for a given affordable count."""
+    spec_max = max(min_replicas, max_replicas)
+    if affordable is None:
+        return spec_max
+    return max(min_replicas, min(spec_max, affordable))
+
+
+# --- inferences -----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CounterSample:
+    """A reading of a cumulative counter (Triton's nv_inference_count summed over pods)."""
+
+    total: float
+    at: datetime
+
+
+def inferences_per_second(previous: CounterSample | None, current: CounterSample) -> float | None:
+    """The counter's rate between two readings; None without a usable previous reading."""
+    if previous is None:
+        return None
+    seconds = (current.at - previous.at).total_seconds()
+    if seconds <= 0 or current.total < previous.total:
+        return None  # no time passed, or pods restarted and the counter reset
+    return (current.total - previous.total) / seconds
+
+
+def usd_per_million_inferences(usd_per_hour: float, per_second: float | None) -> float | None:
+    """What a million inferences cost at this spend rate; None while nothing is served."""
+    if per_second is None or per_second <= 0:
+        return None
+    return usd_per_hour / (per_second * 3600) * 1_000_000
+
+
+# --- one call per handler or timer tick -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BudgetEvent:
+    """A Kubernetes Event to emit on the OptimizedModel."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class WithinBudget:
+    """The WithinBudget condition's status, reason and message."""
+
+    status: Literal["True", "False"]
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class BudgetAssessment:
+    """Everything a handler or the timer writes after accounting: status, cap, events."""
+
+    spend: SpendState
+    budget: Budget
+    cap: BudgetCap
+    condition: WithinBudget
+    events: tuple[BudgetEvent, ...]
+    cost_status: dict[str, Any] = field(repr=False)
+
+
+def assess_budget(
+    *,
+    previous_cost: Mapping[str, Any] | None,
+    annotations: Mapping[str, str] | None,
+    serving: Serving,
+    catalog: PriceCatalog,
+    min_replicas: int,
+    max_replicas: int,
+    replicas: int,
+    now: datetime,
+    inferences_per_second: float | None = None,
+    previous_reason: str | None = None,
+    lookahead: timedelta = DEFAULT_LOOKAHEAD,
+) -> BudgetAssessment:
+    """Account spend to `now`, recompute the cap, the condition and the Events.
+
+    `previous_cost` is status.cost, `replicas` the Deployment's status.replicas, `previous_reason`
+    the reason of the current WithinBudget condition (for transition Events). Raises CostError
+    (`.reason`, message naming the fix) for a bad annotation or an unpriced GPU type.
+    """
+    budget = parse_budget(annotations)
+    replica_cost = replica_cost_per_hour(serving, catalog, parse_price_override(annotations))
+    previous = SpendState.from_status(previous_cost)
+    spend = accrue_spend(previous, replicas, replica_cost, now)
+    cap = cap_replicas(
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        replica_usd_per_hour=replica_cost,
+        budget=budget,
+        spend=spend,
+        now=now,
+        lookahead=lookahead,
+    )
+    alerted, crossed = crossed_alerts(spend, budget)
+    events: list[BudgetEvent] = []
+    if previous is not None and previous.month == spend.month:
+        before = autoscaler_ceiling(min_replicas, max_replicas, previous.max_affordable_replicas)
+        if before != cap.max_replicas:
+            events.append(
+                BudgetEvent(
+                    "Normal",
+                    "BudgetCapChanged",
+                    f"maxReplicas {before} -> {cap.max_replicas}: {cap.message}",
+                )
+            )
+    if cap.below_minimum and previous_reason != "BudgetBelowMinimum":
+        events.append(BudgetEvent("Warning", "BudgetBelowMinimum", cap.message))
+    for percent in crossed:
+        assert budget.usd_per_month is not None
+        events.append(
+            BudgetEvent(
+                "Warning",
+                "MonthlyBudgetReached" if percent >= 100 else "MonthlyBudgetAlert",
+                f"{percent}% of the monthly budget spent: ${spend.month_to_date_usd:.2f} of "
+                f"${budget.usd_per_month:g} in {spend.month}",
+            )
+        )
+    spend = SpendState(
+        spend.month,
+        spend.month_to_date_usd,
+        spend.accounted_at,
+        spend.usd_per_hour,
+        spend.replica_usd_per_hour,
+        cap.max_affordable_replicas,
+        alerted,
+    )
+    condition = WithinBudget("False" if cap.below_minimum else "True", cap.reason, cap.message)
+    per_million = usd_per_million_inferences(spend.usd_per_hour, inferences_per_second)
+    return BudgetAssessment(
+        spend, budget, cap, condition, tuple(events), spend.to_status(per_million)
+    )
