@@ -1,0 +1,150 @@
+"""Desired vs actual children: what to create, what to restore, what is not ours. Pure.
+
+A child matches when every field the operator renders has the rendered value; fields the API
+server or other controllers add (defaults, clusterIP, status, extra labels) are theirs. A
+child that drifted is restored with a JSON merge patch of the rendered manifest: maps merge,
+lists (containers, volumes, ports) are replaced whole, so a hand edit cannot linger.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from optimodel.operator import api, naming
+
+# create: missing; update: the rendering changed (spec, build, settings); restore: someone
+# edited the child by hand; conflict: an object of that name is not ours; keep: all good.
+ChildAction = Literal["create", "update", "restore", "conflict", "keep"]
+
+
+@dataclass(frozen=True)
+class ChildChange:
+    """What to do about one rendered child."""
+
+    action: ChildAction
+    desired: Mapping[str, Any]
+    actual: Mapping[str, Any] | None
+    difference: str | None = None
+
+    @property
+    def kind(self) -> str:
+        return str(self.desired["kind"])
+
+    @property
+    def name(self) -> str:
+        return str(self.desired["metadata"]["name"])
+
+
+def first_difference(desired: Any, actual: Any, path: str = "") -> str | None:
+    """Path of the first rendered field whose actual value differs, or None if all match."""
+    if isinstance(desired, Mapping):
+        if not isinstance(actual, Mapping):
+            return path or "(object)"
+        for key, value in desired.items():
+            found = first_difference(value, actual.get(key), f"{path}.{key}" if path else key)
+            if found is not None:
+                return found
+        return None
+    if isinstance(desired, list):
+        if not isinstance(actual, list) or len(actual) != len(desired):
+            return path
+        for index, (want, have) in enumerate(zip(desired, actual, strict=True)):
+            found = first_difference(want, have, f"{path}[{index}]")
+            if found is not None:
+                return found
+        return None
+    return None if desired == actual else path
+
+
+def controlled_by(child: Mapping[str, Any], owner_uid: str) -> bool:
+    """Whether `child`'s controller reference points at the model with `owner_uid`."""
+    for reference in (child.get("metadata") or {}).get("ownerReferences") or []:
+        if (
+            reference.get("controller")
+            and reference.get("uid") == owner_uid
+            and reference.get("kind") == api.KIND
+        ):
+            return True
+    return False
+
+
+def comparable(desired: Mapping[str, Any], scaled_elsewhere: bool) -> dict[str, Any]:
+    """The rendered fields the operator keeps enforcing after creation.
+
+    With autoscaling on, the autoscaler owns a Deployment's replicas after creation."""
+    wanted = copy.deepcopy(dict(desired))
+    if scaled_elsewhere and wanted.get("kind") == "Deployment":
+        wanted.get("spec", {}).pop("replicas", None)
+    return wanted
+
+
+def rendered_hash(manifest: Mapping[str, Any]) -> str:
+    text = json.dumps(manifest, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _annotated(manifest: Mapping[str, Any], digest: str) -> dict[str, Any]:
+    stamped = copy.deepcopy(dict(manifest))
+    metadata = stamped.setdefault("metadata", {})
+    metadata["annotations"] = {**metadata.get("annotations", {}), naming.RENDERED_HASH: digest}
+    return stamped
+
+
+def plan_child(
+    desired: Mapping[str, Any],
+    actual: Mapping[str, Any] | None,
+    owner_uid: str,
+    scaled_elsewhere: bool,
+) -> ChildChange:
+    """Compare one rendered child with the cluster.
+
+    Each child carries the hash of what was rendered for it, which tells a changed rendering
+    (update) from a hand edit (restore)."""
+    wanted = comparable(desired, scaled_elsewhere)
+    digest = rendered_hash(wanted)
+    if actual is None:
+        return ChildChange("create", _annotated(desired, digest), None)
+    if not controlled_by(actual, owner_uid):
+        return ChildChange("conflict", desired, actual)
+    wanted = _annotated(wanted, digest)
+    difference = first_difference(wanted, actual)
+    if difference is None:
+        return ChildChange("keep", wanted, actual)
+    annotations = (actual.get("metadata") or {}).get("annotations") or {}
+    action: ChildAction = "restore" if annotations.get(naming.RENDERED_HASH) == digest else "update"
+    return ChildChange(action, wanted, actual, difference)
+
+
+def plan_children(
+    desired: Sequence[Mapping[str, Any]],
+    actual: Mapping[tuple[str, str], Mapping[str, Any] | None],
+    owner_uid: str,
+    scaled_elsewhere: bool,
+) -> list[ChildChange]:
+    """One change per rendered child; `actual` is keyed by (kind, name)."""
+    return [
+        plan_child(
+            child,
+            actual.get((str(child["kind"]), str(child["metadata"]["name"]))),
+            owner_uid,
+            scaled_elsewhere,
+        )
+        for child in desired
+    ]
+
+
+def restore_patch(change: ChildChange) -> dict[str, Any]:
+    """The merge patch restoring a drifted child (apiVersion/kind/name are not patched)."""
+    patch = {
+        key: value for key, value in change.desired.items() if key not in ("apiVersion", "kind")
+    }
+    metadata = {
+        k: v for k, v in patch.get("metadata", {}).items() if k not in ("name", "namespace")
+    }
+    patch["metadata"] = metadata
+    return patch

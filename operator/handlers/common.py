@@ -1,0 +1,31 @@
+"""What every handler shares: the memo's Reconciler and error translation for Kopf."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kopf
+
+from optimodel.operator.kube import KubeError
+from optimodel.operator.reconcile import ReconcileConflictError, Reconciler
+
+MODEL_RESOURCE = ("optimodel.io", "v1alpha1", "optimizedmodels")
+
+
+def reconciler_of(memo: Any) -> Reconciler:
+    reconciler = getattr(memo, "reconciler", None)
+    if not isinstance(reconciler, Reconciler):
+        raise kopf.PermanentError("the operator was started without a Reconciler in its memo")
+    return reconciler
+
+
+async def reconcile_for_kopf(memo: Any, namespace: str, name: str) -> None:
+    """Reconcile; API hiccups become Kopf retries with a short delay instead of a long backoff."""
+    try:
+        await reconciler_of(memo).reconcile(namespace, name)
+    except ReconcileConflictError as error:
+        raise kopf.TemporaryError(str(error), delay=1) from error
+    except KubeError as error:
+        if error.transient:
+            raise kopf.TemporaryError(str(error), delay=5) from error
+        raise

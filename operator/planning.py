@@ -1,0 +1,395 @@
+"""The reconcile decision for one OptimizedModel, as pure functions of what was observed.
+
+Level-triggered: every call starts from the model, its Jobs and its serving children as
+they are now, never from the event that woke the operator, so a missed event, a restart
+or a repeated call converges on the same state and creates nothing twice.
+
+1. `decide_build`: is the spec valid, which build (key = build-input hash + store) it
+   needs, whether a Job must be created, what the Job reported, what should be served.
+2. `render_children` (render/) turns the served build into manifests; `plan_children`
+   (children.py) compares them with the cluster.
+3. `next_status`: conditions, phase, Events, from the outcome of 1-2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal
+
+from optimodel.model_builder.report import build_inputs_hash
+from optimodel.model_builder.spec import SpecProblem
+from optimodel.operator import api, naming
+from optimodel.operator.artifacts import ArtifactStore, build_key
+from optimodel.operator.builds import BuildOutcome, describe_build, observe_build
+from optimodel.operator.children import ChildChange, controlled_by
+from optimodel.operator.render import BuildRequest, ModelRef, render_build_job
+from optimodel.operator.render.common import Manifest
+from optimodel.operator.settings import OperatorSettings
+from optimodel.operator.status import (
+    ConditionUpdate,
+    changed,
+    find_condition,
+    phase_for,
+    set_condition,
+)
+from optimodel.operator.validation import manifest_problems, parse_spec
+
+EventType = Literal["Normal", "Warning"]
+BUILD_IN_PROGRESS = frozenset({"Building", "BuildPending"})
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """A Kubernetes Event to post on the OptimizedModel."""
+
+    type: EventType
+    reason: str
+    message: str
+
+
+@dataclass(frozen=True)
+class BuildDecision:
+    """What the model's build needs, and what it should serve."""
+
+    model: ModelRef
+    generation: int
+    problems: Sequence[SpecProblem]
+    spec: api.OptimizedModelSpec | None = None
+    store: ArtifactStore | None = None
+    key: str | None = None
+    job_to_create: Manifest | None = None
+    outcome: BuildOutcome | None = None
+    built: ConditionUpdate = field(
+        default_factory=lambda: ConditionUpdate("Built", "Unknown", "BuildPending", "")
+    )
+    serving: api.BuildStatus | None = None
+
+    @property
+    def invalid(self) -> bool:
+        return bool(self.problems)
+
+
+def model_ref(body: Mapping[str, Any]) -> ModelRef:
+    meta = body["metadata"]
+    return ModelRef(name=meta["name"], namespace=meta["namespace"], uid=meta["uid"])
+
+
+def describe_problems(problems: Sequence[SpecProblem]) -> str:
+    return "; ".join(f"{p.path}: {p.message} (fix: {p.fix})" for p in problems)
+
+
+def job_for_key(
+    jobs: Sequence[Mapping[str, Any]], key: str, owner_uid: str
+) -> Mapping[str, Any] | None:
+    """The newest builder Job of this model for `key`."""
+    matching = [
+        job
+        for job in jobs
+        if (job.get("metadata") or {}).get("labels", {}).get(naming.BUILD_KEY) == key
+        and controlled_by(job, owner_uid)
+    ]
+    matching.sort(key=lambda job: int(job["metadata"].get("labels", {}).get(naming.GENERATION, 0)))
+    return matching[-1] if matching else None
+
+
+def _job_name(model: ModelRef, generation: int, key: str, jobs: Sequence[Mapping[str, Any]]) -> str:
+    """`<name>-build-g<generation>`, unless a Job of another key took it (store changed)."""
+    name = naming.build_job_name(model.name, generation)
+    if any(job["metadata"]["name"] == name for job in jobs):
+        return f"{model.name}-build-{key[:8]}"
+    return name
+
+
+def decide_build(
+    body: Mapping[str, Any],
+    status: api.OptimizedModelStatus,
+    jobs: Sequence[Mapping[str, Any]],
+    key_job_pods: Sequence[Mapping[str, Any]],
+    settings: OperatorSettings,
+) -> BuildDecision:
+    """The build side of the decision: validity, the Job, its outcome, what to serve.
+
+    `key_job_pods` are the pods of the Job for the current build key (needed only once that
+    Job finished; see `build_key_of`)."""
+    model = model_ref(body)
+    generation = int(body["metadata"].get("generation") or 1)
+    served = status.build
+    problems = manifest_problems(dict(body))
+    if problems:
+        built = ConditionUpdate("Built", "False", "InvalidSpec", describe_problems(problems))
+        return BuildDecision(model, generation, problems, built=built, serving=served)
+    spec = parse_spec(body)
+    store = ArtifactStore.for_model(spec.storage, settings)
+    spec_hash = build_inputs_hash(spec.source, spec.optimize)
+    key = build_key(spec_hash, store)
+    common: dict[str, Any] = {"spec": spec, "store": store, "key": key}
+
+    if served is not None and served.spec_hash == spec_hash and store.holds(served.artifact):
+        built = ConditionUpdate("Built", "True", "Built", describe_build(served))
+        return BuildDecision(model, generation, (), built=built, serving=served, **common)
+
+    job = job_for_key(jobs, key, model.uid)
+    if job is None:
+        request = BuildRequest(
+            model=model,
+            spec=spec,
+            generation=generation,
+            key=key,
+            spec_hash=spec_hash,
+            store=store,
+            job_name=_job_name(model, generation, key, jobs),
+        )
+        manifest = render_build_job(request, settings)
+        built = ConditionUpdate(
+            "Built", "False", "Building", f"builder Job {request.job_name} created"
+        )
+        return BuildDecision(
+            model, generation, (), job_to_create=manifest, built=built, serving=served, **common
+        )
+
+    job_generation = int(job["metadata"].get("labels", {}).get(naming.GENERATION, generation))
+    artifact = str((job["metadata"].get("annotations") or {}).get(naming.ARTIFACT, ""))
+    outcome = observe_build(job, key_job_pods, artifact, job_generation)
+    if outcome.state == "succeeded" and outcome.build is not None:
+        built = ConditionUpdate("Built", "True", "Built", describe_build(outcome.build))
+        return BuildDecision(
+            model, generation, (), outcome=outcome, built=built, serving=outcome.build, **common
+        )
+    message = outcome.message
+    if outcome.state == "failed" and served is not None:
+        message += f"; artifact g{served.generation} keeps serving"
+    built = ConditionUpdate("Built", "False", outcome.reason, message)
+    return BuildDecision(
+        model, generation, (), outcome=outcome, built=built, serving=served, **common
+    )
+
+
+def build_key_of(body: Mapping[str, Any], settings: OperatorSettings) -> str | None:
+    """The current build key, or None for an invalid spec (to pick the Job whose pods to read)."""
+    if manifest_problems(dict(body)):
+        return None
+    spec = parse_spec(body)
+    store = ArtifactStore.for_model(spec.storage, settings)
+    return build_key(build_inputs_hash(spec.source, spec.optimize), store)
+
+
+def rollout_condition(
+    decision: BuildDecision,
+    deployment: Mapping[str, Any] | None,
+    conflicts: Sequence[ChildChange],
+) -> ConditionUpdate:
+    """Deployed: is the served artifact rolled out (like `kubectl rollout status`)?"""
+    if conflicts:
+        names = ", ".join(f"{c.kind} {c.name}" for c in conflicts)
+        return ConditionUpdate(
+            "Deployed",
+            "False",
+            "NameConflict",
+            f"{names} already exist(s) and is not controlled by this OptimizedModel; "
+            "rename the model or remove the other object",
+        )
+    serving = decision.serving
+    if serving is None:
+        return ConditionUpdate(
+            "Deployed",
+            "False",
+            "AwaitingBuild",
+            "nothing is deployed until a build passes its accuracy gate",
+        )
+    name = naming.deployment_name(decision.model.name)
+    if deployment is None or not controlled_by(deployment, decision.model.uid):
+        return ConditionUpdate(
+            "Deployed", "False", "Deploying", f"Deployment {name} is not there yet"
+        )
+    meta = deployment.get("metadata") or {}
+    spec = deployment.get("spec") or {}
+    state = deployment.get("status") or {}
+    artifact = (meta.get("annotations") or {}).get(naming.ARTIFACT, "")
+    label = f"artifact g{serving.generation}"
+    if artifact != serving.artifact:
+        return ConditionUpdate(
+            "Deployed", "False", "Deploying", f"Deployment {name} does not serve {label} yet"
+        )
+    for condition in state.get("conditions") or []:
+        if (
+            condition.get("type") == "Progressing"
+            and condition.get("reason") == "ProgressDeadlineExceeded"
+        ):
+            return ConditionUpdate(
+                "Deployed",
+                "False",
+                "ProgressDeadlineExceeded",
+                f"Deployment {name}: {condition.get('message') or 'rollout stalled'}",
+            )
+    if int(state.get("observedGeneration") or 0) < int(meta.get("generation") or 1):
+        return ConditionUpdate(
+            "Deployed",
+            "False",
+            "RollingOut",
+            f"Deployment {name}: waiting for the rollout to start",
+        )
+    wanted = int(spec.get("replicas", 1))
+    updated = int(state.get("updatedReplicas") or 0)
+    total = int(state.get("replicas") or 0)
+    available = int(state.get("availableReplicas") or 0)
+    if updated < wanted:
+        message = f"{updated} of {wanted} replicas run {label}"
+    elif total > updated:
+        message = f"{total - updated} old replica(s) still terminating"
+    elif available < updated:
+        message = f"{available} of {updated} updated replicas available"
+    else:
+        return ConditionUpdate(
+            "Deployed",
+            "True",
+            "Deployed",
+            f"Deployment {name} serves {describe_build(serving)} on {available} replica(s)",
+        )
+    return ConditionUpdate("Deployed", "False", "RollingOut", f"Deployment {name}: {message}")
+
+
+def ready_condition(
+    decision: BuildDecision, built: ConditionUpdate, deployed: ConditionUpdate, endpoint: str | None
+) -> ConditionUpdate:
+    if decision.invalid:
+        return ConditionUpdate("Ready", "False", "InvalidSpec", built.message)
+    if built.status != "True":
+        message = built.message
+        if deployed.status == "True" and decision.serving is not None:
+            message += (
+                f" (the Deployment serves the previous artifact g{decision.serving.generation})"
+            )
+        return ConditionUpdate("Ready", "False", built.reason, message)
+    if deployed.status != "True":
+        return ConditionUpdate("Ready", "False", deployed.reason, deployed.message)
+    assert decision.serving is not None
+    where = f" at {endpoint}" if endpoint else ""
+    return ConditionUpdate(
+        "Ready", "True", "Ready", f"serving {describe_build(decision.serving)}{where}"
+    )
+
+
+@dataclass(frozen=True)
+class StatusOutcome:
+    """The status, whether it changed, and the Events of condition transitions."""
+
+    status: api.OptimizedModelStatus
+    write: bool
+    events: tuple[ModelEvent, ...]
+    built: ConditionUpdate
+    deployed: ConditionUpdate
+    ready: ConditionUpdate
+
+
+def _update_event(change: ChildChange) -> ModelEvent:
+    actual = change.actual or {}
+    if change.kind == "Deployment":
+        have = ((actual.get("metadata") or {}).get("annotations") or {}).get(naming.ARTIFACT)
+        want = change.desired["metadata"]["annotations"][naming.ARTIFACT]
+        if have != want:
+            return ModelEvent("Normal", "Deploying", f"rolling Deployment {change.name} to {want}")
+    if change.kind == "ConfigMap":
+        return ModelEvent(
+            "Normal",
+            "Reconfiguring",
+            f"new config.pbtxt in ConfigMap {change.name}: pods roll without a rebuild",
+        )
+    return ModelEvent("Normal", "Updated", f"updated {change.kind} {change.name} to the spec")
+
+
+def change_events(decision: BuildDecision, changes: Sequence[ChildChange]) -> list[ModelEvent]:
+    """Events for what this reconcile created or patched (posted once the calls succeeded)."""
+    events: list[ModelEvent] = []
+    if decision.job_to_create is not None:
+        meta = decision.job_to_create["metadata"]
+        events.append(
+            ModelEvent(
+                "Normal",
+                "BuildStarted",
+                f"created builder Job {meta['name']} for generation {decision.generation} "
+                f"(writes {meta['annotations'][naming.ARTIFACT]})",
+            )
+        )
+    created = [f"{c.kind} {c.name}" for c in changes if c.action == "create"]
+    if created:
+        events.append(ModelEvent("Normal", "Created", "created " + ", ".join(created)))
+    for change in changes:
+        if change.action == "restore":
+            events.append(
+                ModelEvent(
+                    "Normal",
+                    "DriftRepaired",
+                    f"restored {change.kind} {change.name}: {change.difference} was changed by "
+                    "hand",
+                )
+            )
+        elif change.action == "update":
+            events.append(_update_event(change))
+    return events
+
+
+def next_status(
+    *,
+    decision: BuildDecision,
+    previous: api.OptimizedModelStatus,
+    changes: Sequence[ChildChange],
+    deployment: Mapping[str, Any] | None,
+    service: Mapping[str, Any] | None,
+    now: datetime,
+) -> StatusOutcome:
+    """Conditions, phase, printer-column fields and Events after this reconcile's changes.
+
+    `deployment`/`service` are as they stand after the changes were applied."""
+    generation = decision.generation
+    conflicts = [c for c in changes if c.action == "conflict"]
+    built = decision.built
+    deployed = rollout_condition(decision, deployment, conflicts)
+    endpoint = None
+    if service is not None and controlled_by(service, decision.model.uid):
+        endpoint = naming.endpoint(decision.model.name, decision.model.namespace)
+    ready = ready_condition(decision, built, deployed, endpoint)
+
+    conditions = list(previous.conditions)
+    for update in (built, deployed, ready):
+        conditions = set_condition(conditions, update, generation, now)
+    replicas = None
+    if deployment is not None and controlled_by(deployment, decision.model.uid):
+        replicas = int((deployment.get("status") or {}).get("replicas") or 0)
+    status = previous.model_copy(
+        update={
+            "observed_generation": generation,
+            "phase": phase_for(decision.invalid, built, deployed, ready),
+            "conditions": conditions,
+            "build": decision.serving,
+            "replicas": replicas,
+            "selector": naming.selector_string(naming.server_selector(decision.model.name)),
+            "endpoint": endpoint,
+        }
+    )
+
+    events: list[ModelEvent] = []
+    new_built = find_condition(conditions, "Built")
+    if changed(find_condition(previous.conditions, "Built"), new_built) and new_built is not None:
+        if new_built.status == "True":
+            events.append(ModelEvent("Normal", "BuildSucceeded", new_built.message))
+        elif new_built.reason not in BUILD_IN_PROGRESS:
+            events.append(ModelEvent("Warning", new_built.reason, new_built.message))
+    old_deployed = find_condition(previous.conditions, "Deployed")
+    new_deployed = find_condition(conditions, "Deployed")
+    if (
+        new_deployed is not None
+        and new_deployed.reason in ("NameConflict", "ProgressDeadlineExceeded")
+        and changed(old_deployed, new_deployed)
+    ):
+        events.append(ModelEvent("Warning", new_deployed.reason, new_deployed.message))
+    old_ready = find_condition(previous.conditions, "Ready")
+    new_ready = find_condition(conditions, "Ready")
+    if (
+        new_ready is not None
+        and new_ready.status == "True"
+        and (old_ready is None or old_ready.status != "True")
+    ):
+        events.append(ModelEvent("Normal", "Ready", new_ready.message))
+    return StatusOutcome(status, status != previous, tuple(events), built, deployed, ready)

@@ -1,0 +1,82 @@
+"""Pure renderers of every child of an OptimizedModel: Job, ConfigMap, Service, Deployment.
+
+`render_children` is the one place that decides which serving objects exist; the reconciler
+creates what is missing and restores what drifted, for whatever this returns. The autoscaler
+(HorizontalPodAutoscaler or KEDA ScaledObject, capped by the budget) joins the list here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from optimodel.operator import api
+from optimodel.operator.artifacts import ArtifactStore
+from optimodel.operator.render.common import Manifest, ModelRef, content_hash
+from optimodel.operator.render.configmap import render_config_map, served_triton_config
+from optimodel.operator.render.deployment import TritonDeploymentInputs, render_triton_deployment
+from optimodel.operator.render.job import BuildRequest, render_build_job
+from optimodel.operator.render.service import render_service
+from optimodel.operator.settings import OperatorSettings
+
+__all__ = [
+    "BuildRequest",
+    "Manifest",
+    "ModelRef",
+    "ServingInputs",
+    "initial_replicas",
+    "render_build_job",
+    "render_children",
+]
+
+
+@dataclass(frozen=True)
+class ServingInputs:
+    """Everything the serving children of one model are rendered from."""
+
+    model: ModelRef
+    spec: api.OptimizedModelSpec
+    build: api.BuildStatus
+    store: ArtifactStore
+    settings: OperatorSettings
+    now: datetime
+    annotations: Mapping[str, str] = field(default_factory=dict)
+    status: api.OptimizedModelStatus = field(default_factory=api.OptimizedModelStatus)
+
+
+def initial_replicas(spec: api.OptimizedModelSpec) -> int:
+    """Deployment replicas: spec.replicas without autoscaling; with it, the autoscaler owns
+    the count and this is only the starting point (at least 1, so the first rollout proves
+    the artifact serves)."""
+    if not spec.autoscaling.enabled:
+        return spec.replicas if spec.replicas is not None else 1
+    return max(1, spec.autoscaling.min_replicas)
+
+
+def render_children(inputs: ServingInputs) -> list[Manifest]:
+    """The serving objects of one built model, in the order they are applied."""
+    if inputs.build.signature is None:
+        raise ValueError(
+            f"status.build of {inputs.model.name} has no signature; the operator cannot render "
+            "config.pbtxt (rebuild the model)"
+        )
+    config_text = served_triton_config(
+        inputs.model.name, inputs.build.signature, inputs.spec.serving
+    )
+    deployment = render_triton_deployment(
+        TritonDeploymentInputs(
+            model=inputs.model,
+            spec=inputs.spec,
+            build=inputs.build,
+            store=inputs.store,
+            config_hash=content_hash(config_text),
+            replicas=initial_replicas(inputs.spec),
+        ),
+        inputs.settings,
+    )
+    return [
+        render_config_map(inputs.model, config_text),
+        render_service(inputs.model),
+        deployment,
+    ]

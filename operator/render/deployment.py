@@ -1,0 +1,199 @@
+"""The Triton Deployment serving one built artifact.
+
+An init container assembles the model repository in an emptyDir: the artifact's `1/` folder
+from the store (PVC copy, or `aws s3 sync`) plus config.pbtxt from the ConfigMap. Triton then
+serves it with the onnxruntime backend. The config hash and the artifact URI sit in the pod
+template, so a batching change or a new artifact rolls the pods; maxUnavailable 0 keeps the
+old version serving until new pods are ready.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from optimodel.operator import api, naming
+from optimodel.operator.artifacts import ARTIFACTS_MOUNT, ArtifactStore, pvc_location
+from optimodel.operator.render.common import (
+    Manifest,
+    ModelRef,
+    metadata,
+    restricted_container_security,
+    restricted_pod_security,
+)
+from optimodel.operator.render.storage import s3_env
+from optimodel.operator.settings import OperatorSettings
+
+MODELS_MOUNT = "/models"
+CONFIG_MOUNT = "/etc/optimodel/triton"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+@dataclass(frozen=True)
+class TritonDeploymentInputs:
+    """What the Deployment is rendered from."""
+
+    model: ModelRef
+    spec: api.OptimizedModelSpec
+    build: api.BuildStatus
+    store: ArtifactStore
+    config_hash: str
+    replicas: int
+
+
+def _fetch_model(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[str, Any]:
+    """Init container copying the artifact's version folder and the served config."""
+    name = inputs.model.name
+    target = f"{MODELS_MOUNT}/{name}"
+    env: list[dict[str, Any]] = [
+        {"name": "MODEL_DIR", "value": target},
+        {"name": "HOME", "value": "/tmp"},
+    ]
+    mounts = [
+        {"name": "model-repository", "mountPath": MODELS_MOUNT},
+        {"name": "triton-config", "mountPath": CONFIG_MOUNT, "readOnly": True},
+        {"name": "tmp", "mountPath": "/tmp"},
+    ]
+    finish = f'cp {CONFIG_MOUNT}/{naming.CONFIG_FILE} "$MODEL_DIR/{naming.CONFIG_FILE}"'
+    if inputs.build.artifact.startswith("s3://"):
+        assert inputs.store.s3 is not None
+        image = settings.s3_sync_image
+        env += [
+            {"name": "SOURCE", "value": f"{inputs.build.artifact}/{name}/1"},
+            *s3_env(inputs.store.s3),
+        ]
+        fetch = 'aws s3 sync "$SOURCE" "$MODEL_DIR/1" --only-show-errors'
+    else:
+        _, path = pvc_location(inputs.build.artifact)
+        image = inputs.spec.serving.image or settings.triton_image
+        env.append({"name": "SOURCE", "value": f"{ARTIFACTS_MOUNT}/{path}/{name}/1"})
+        mounts.append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT, "readOnly": True})
+        fetch = 'cp -R "$SOURCE" "$MODEL_DIR/1"'
+    script = f'set -eu; rm -rf "$MODEL_DIR"; mkdir -p "$MODEL_DIR"; {fetch}; {finish}'
+    return {
+        "name": "fetch-model",
+        "image": image,
+        "command": ["sh", "-c", script],
+        "env": env,
+        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "securityContext": restricted_container_security(),
+        "volumeMounts": mounts,
+    }
+
+
+def _resources(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[str, Any]:
+    resources = {section: dict(values) for section, values in settings.serving.resources.items()}
+    gpus = inputs.spec.serving.gpu.count
+    if gpus:
+        for section in ("requests", "limits"):
+            resources.setdefault(section, {})[GPU_RESOURCE] = str(gpus)
+    return resources
+
+
+def _triton(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[str, Any]:
+    def probe(path: str, period: int, failures: int) -> dict[str, Any]:
+        return {
+            "httpGet": {"path": path, "port": "http"},
+            "periodSeconds": period,
+            "failureThreshold": failures,
+        }
+
+    return {
+        "name": naming.TRITON_CONTAINER,
+        "image": inputs.spec.serving.image or settings.triton_image,
+        "command": ["tritonserver"],
+        "args": [
+            f"--model-repository={MODELS_MOUNT}",
+            "--model-control-mode=none",
+            "--disable-auto-complete-config",
+            "--exit-on-error=true",
+            f"--http-port={naming.HTTP_PORT}",
+            f"--grpc-port={naming.GRPC_PORT}",
+            f"--metrics-port={naming.METRICS_PORT}",
+            "--allow-metrics=true",
+            "--allow-gpu-metrics=true",
+        ],
+        "ports": [
+            {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
+            {"name": "grpc", "containerPort": naming.GRPC_PORT, "protocol": "TCP"},
+            {"name": "metrics", "containerPort": naming.METRICS_PORT, "protocol": "TCP"},
+        ],
+        # Loading (and warming up) a model takes a while: up to 10 minutes before liveness counts.
+        "startupProbe": probe("/v2/health/ready", 5, 120),
+        "readinessProbe": probe("/v2/health/ready", 5, 3),
+        "livenessProbe": probe("/v2/health/live", 10, 3),
+        "resources": _resources(inputs, settings),
+        "securityContext": restricted_container_security(),
+        "volumeMounts": [
+            {"name": "model-repository", "mountPath": MODELS_MOUNT, "readOnly": True},
+            {"name": "dshm", "mountPath": "/dev/shm"},
+            {"name": "tmp", "mountPath": "/tmp"},
+        ],
+    }
+
+
+def render_triton_deployment(
+    inputs: TritonDeploymentInputs, settings: OperatorSettings
+) -> Manifest:
+    model = inputs.model
+    volumes: list[dict[str, Any]] = [
+        {"name": "model-repository", "emptyDir": {}},
+        {"name": "triton-config", "configMap": {"name": naming.config_map_name(model.name)}},
+        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
+        {"name": "tmp", "emptyDir": {}},
+    ]
+    if inputs.build.artifact.startswith("pvc://"):
+        claim, _ = pvc_location(inputs.build.artifact)
+        volumes.append(
+            {"name": "artifacts", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        )
+    pod_spec: dict[str, Any] = {
+        "securityContext": restricted_pod_security(),
+        "initContainers": [_fetch_model(inputs, settings)],
+        "containers": [_triton(inputs, settings)],
+        "volumes": volumes,
+        "terminationGracePeriodSeconds": 30,
+    }
+    gpu = inputs.spec.serving.gpu
+    if gpu.count:
+        pod_spec["tolerations"] = [
+            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
+        ]
+        if settings.serving.gpu_node_label:
+            pod_spec["nodeSelector"] = {settings.serving.gpu_node_label: gpu.type}
+    template_annotations = {
+        naming.CONFIG_HASH: inputs.config_hash,
+        naming.ARTIFACT: inputs.build.artifact,
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": str(naming.METRICS_PORT),
+        "prometheus.io/path": "/metrics",
+    }
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": metadata(
+            model,
+            naming.deployment_name(model.name),
+            naming.SERVER,
+            annotations={
+                naming.ARTIFACT: inputs.build.artifact,
+                naming.SPEC_HASH: inputs.build.spec_hash,
+            },
+        ),
+        "spec": {
+            "replicas": inputs.replicas,
+            "revisionHistoryLimit": 3,
+            "selector": {"matchLabels": naming.server_selector(model.name)},
+            "strategy": {
+                "type": "RollingUpdate",
+                "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
+            },
+            "template": {
+                "metadata": {
+                    "labels": naming.labels(model.name, naming.SERVER),
+                    "annotations": template_annotations,
+                },
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,268 @@
+"""Operator settings: one YAML file (a ConfigMap the Helm chart mounts) plus env overrides.
+
+Validated once at startup; a bad file stops the operator with every problem named (field,
+value, fix) instead of failing later inside a reconcile.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import Field, ValidationError, field_validator, model_validator
+
+from optimodel.model_builder.spec import GPU_TYPE_PATTERN, SpecModel
+from optimodel.operator.api import PvcStorage, Storage
+from optimodel.operator.cost import DEFAULT_GPU_PRICES_USD_PER_HOUR
+
+SETTINGS_FILE_ENV = "OPTIMODEL_SETTINGS_FILE"
+DEFAULT_SETTINGS_FILE = Path("/etc/optimodel/settings.yaml")
+
+# Env variable -> dotted settings field. Scalars and comma-separated lists only; everything
+# structured lives in the file.
+ENV_OVERRIDES: Mapping[str, str] = {
+    "OPTIMODEL_BUILDER_IMAGE": "builderImage",
+    "OPTIMODEL_TRITON_IMAGE": "tritonImage",
+    "OPTIMODEL_S3_SYNC_IMAGE": "s3SyncImage",
+    "OPTIMODEL_NAMESPACES": "namespaces",
+    "OPTIMODEL_METRICS_PORT": "metricsPort",
+    "OPTIMODEL_HEALTH_PORT": "healthPort",
+    "OPTIMODEL_RESYNC_SECONDS": "resyncSeconds",
+    "OPTIMODEL_PEERING_NAME": "peering.name",
+    "OPTIMODEL_PEERING_PRIORITY": "peering.priority",
+    "OPTIMODEL_PEERING_STANDALONE": "peering.standalone",
+}
+
+Resources = dict[str, dict[str, str]]
+_QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+
+
+class SettingsError(ValueError):
+    """The settings file or an env override is invalid; the message lists every problem."""
+
+
+def _check_resources(value: Resources, where: str) -> Resources:
+    for section, quantities in value.items():
+        if section not in ("requests", "limits"):
+            raise ValueError(f"{where}: unknown section {section!r}; use requests and limits")
+        for name, quantity in quantities.items():
+            if not re.match(_QUANTITY_PATTERN, str(quantity)):
+                raise ValueError(
+                    f"{where}.{section}.{name}: {quantity!r} is not a Kubernetes quantity; "
+                    f'write e.g. "500m", "2" or "8Gi"'
+                )
+    return value
+
+
+class BuildSettings(SpecModel):
+    """The builder Job: retries, clean-up, resources."""
+
+    backoff_limit: int = Field(
+        default=2,
+        ge=0,
+        le=10,
+        description="Pod retries of a build that failed with exit code 1 (unexpected errors). "
+        "Invalid specs (exit 2) and failed accuracy gates (exit 3) are never retried.",
+    )
+    ttl_seconds_after_finished: int = Field(
+        default=86_400, ge=0, description="Finished build Jobs are deleted after this."
+    )
+    active_deadline_seconds: int = Field(
+        default=21_600, ge=60, description="A build running longer than this fails."
+    )
+    resources: Resources = Field(
+        default_factory=lambda: {
+            "requests": {"cpu": "2", "memory": "8Gi"},
+            "limits": {"memory": "16Gi"},
+        },
+        description="Builder container resources (requests/limits).",
+    )
+    service_account_name: str | None = Field(
+        default=None, description="ServiceAccount of build pods (e.g. for workload identity)."
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, value: Resources) -> Resources:
+        return _check_resources(value, "build.resources")
+
+
+class ServingSettings(SpecModel):
+    """Triton pods: resources besides GPUs, scheduling."""
+
+    resources: Resources = Field(
+        default_factory=lambda: {"requests": {"cpu": "1", "memory": "2Gi"}},
+        description="Triton container CPU/memory; GPUs come from spec.serving.gpu.",
+    )
+    gpu_node_label: str | None = Field(
+        default=None,
+        description="Node label whose value is the GPU type (e.g. "
+        "cloud.google.com/gke-accelerator): pods get nodeSelector {label: spec.serving.gpu.type}.",
+    )
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, value: Resources) -> Resources:
+        return _check_resources(value, "serving.resources")
+
+
+class PeeringSettings(SpecModel):
+    """Kopf peering: of several operator replicas only the highest priority one acts."""
+
+    name: str = Field(default="optimodel", min_length=1, description="(Cluster)KopfPeering name.")
+    priority: int | None = Field(
+        default=None,
+        description="Peering priority; unset picks a random one per process, so of two "
+        "replicas exactly one acts and the other takes over when it dies.",
+    )
+    standalone: bool = Field(default=False, description="Run without peering (one replica).")
+
+
+class OperatorSettings(SpecModel):
+    """Everything the operator reads at startup."""
+
+    builder_image: str = Field(
+        default="ghcr.io/optimodel/optimodel-builder:0.1.0",
+        min_length=1,
+        description="Image running `python -m optimodel.model_builder`.",
+    )
+    triton_image: str = Field(
+        default="nvcr.io/nvidia/tritonserver:24.10-py3",
+        min_length=1,
+        description="Triton Inference Server image (onnxruntime backend); spec.serving.image "
+        "overrides it per model.",
+    )
+    s3_sync_image: str = Field(
+        default="amazon/aws-cli:2.22.35",
+        min_length=1,
+        description="Image with the aws CLI: uploads builds to, and fetches them from, s3://.",
+    )
+    artifact_store: Storage = Field(
+        default_factory=lambda: Storage(pvc=PvcStorage(claim_name="optimodel-artifacts")),
+        description="Default artifact store (spec.storage overrides it per model).",
+    )
+    gpu_prices: dict[str, float] = Field(
+        default_factory=dict,
+        description="USD per GPU-hour by GPU type, merged over the built-in catalog.",
+    )
+    build: BuildSettings = Field(default_factory=BuildSettings)
+    serving: ServingSettings = Field(default_factory=ServingSettings)
+    namespaces: list[str] = Field(
+        default_factory=list, description="Namespaces to serve; empty serves the whole cluster."
+    )
+    metrics_port: int = Field(
+        default=9090, ge=0, le=65535, description="Prometheus /metrics port; 0 disables it."
+    )
+    health_port: int = Field(
+        default=8080, ge=0, le=65535, description="Liveness /healthz port; 0 disables it."
+    )
+    resync_seconds: float = Field(
+        default=300.0,
+        ge=1.0,
+        description="Every model is re-reconciled this often even without events.",
+    )
+    peering: PeeringSettings = Field(default_factory=PeeringSettings)
+
+    @field_validator("gpu_prices")
+    @classmethod
+    def _prices(cls, value: dict[str, float]) -> dict[str, float]:
+        for gpu, price in value.items():
+            if not re.match(GPU_TYPE_PATTERN, gpu):
+                raise ValueError(
+                    f"gpuPrices: {gpu!r} is not a GPU type name; use lowercase like nvidia-l4"
+                )
+            if price < 0:
+                raise ValueError(f"gpuPrices.{gpu}: {price} is negative; write USD per GPU-hour")
+        return value
+
+    @model_validator(mode="after")
+    def _one_store(self) -> OperatorSettings:
+        store = self.artifact_store
+        if bool(store.pvc) == bool(store.s3):
+            raise ValueError("artifactStore: set exactly one of pvc and s3")
+        return self
+
+    @property
+    def gpu_price_catalog(self) -> dict[str, float]:
+        """The built-in prices with the settings' overrides on top."""
+        return {**DEFAULT_GPU_PRICES_USD_PER_HOUR, **self.gpu_prices}
+
+
+def _set_dotted(document: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = document
+    for part in parents:
+        child = node.get(part)
+        if not isinstance(child, dict):
+            child = {}
+            node[part] = child
+        node = child
+    node[leaf] = value
+
+
+def _env_value(field: str, raw: str) -> Any:
+    if field == "namespaces":
+        return [part.strip() for part in raw.split(",") if part.strip()]
+    if field == "peering.standalone":
+        return raw.strip().lower() in ("1", "true", "yes", "on")
+    return raw
+
+
+def _format_errors(error: ValidationError, origin: str) -> str:
+    lines = [f"invalid operator settings ({origin}):"]
+    for item in error.errors():
+        where = ".".join(str(part) for part in item["loc"]) or "(file)"
+        value = item.get("input")
+        shown = "" if isinstance(value, dict) else f" (got {value!r})"
+        message = item["msg"].removeprefix("Value error, ")
+        fix = "remove it (see the settings reference)" if item["type"] == "extra_forbidden" else ""
+        lines.append(f"  {where}: {message}{shown}" + (f"; fix: {fix}" if fix else ""))
+    return "\n".join(lines)
+
+
+def parse_settings(document: object, env: Mapping[str, str], origin: str) -> OperatorSettings:
+    """Settings from a parsed YAML document with env overrides on top (pure)."""
+    if document is None:
+        document = {}
+    if not isinstance(document, dict):
+        raise SettingsError(
+            f"invalid operator settings ({origin}): the file must hold a YAML mapping, "
+            f"got {type(document).__name__}"
+        )
+    merged: dict[str, Any] = dict(document)
+    for variable, field in ENV_OVERRIDES.items():
+        if variable in env:
+            _set_dotted(merged, field, _env_value(field, env[variable]))
+    try:
+        return OperatorSettings.model_validate(merged)
+    except ValidationError as error:
+        raise SettingsError(_format_errors(error, origin)) from None
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
+    """Read the settings file (OPTIMODEL_SETTINGS_FILE or the default path) and env overrides.
+
+    A missing default file means built-in defaults; a missing file named explicitly is an error.
+    """
+    env = os.environ if env is None else env
+    explicit = env.get(SETTINGS_FILE_ENV)
+    path = Path(explicit) if explicit else DEFAULT_SETTINGS_FILE
+    document: object = {}
+    if path.exists():
+        try:
+            document = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as error:
+            raise SettingsError(
+                f"invalid operator settings ({path}): not valid YAML: {error}"
+            ) from None
+    elif explicit:
+        raise SettingsError(
+            f"operator settings file {path} does not exist; fix: mount it or unset "
+            f"{SETTINGS_FILE_ENV}"
+        )
+    origin = str(path) if path.exists() else "defaults"
+    return parse_settings(document, env, origin)
