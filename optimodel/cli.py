@@ -78,5 +78,13 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command("operator")
+def operator_command() -> None:
+    """Run the Kubernetes operator (settings: OPTIMODEL_SETTINGS_FILE and OPTIMODEL_* env)."""
+    from optimodel.operator.main import main as run_operator
+
+    raise typer.Exit(run_operator())
+
+
 if __name__ == "__main__":
     app()
