@@ -544,7 +544,7 @@ def assess_budget(
     )
     alerted, crossed = crossed_alerts(spend, budget)
     events: list[BudgetEvent] = []
-    if previous is not None and previous.month == spend.month:
+    if previous is not None:
         before = autoscaler_ceiling(min_replicas, max_replicas, previous.max_affordable_replicas)
         if before != cap.max_replicas:
             events.append(
@@ -556,16 +556,15 @@ def assess_budget(
             )
     if cap.below_minimum and previous_reason != "BudgetBelowMinimum":
         events.append(BudgetEvent("Warning", "BudgetBelowMinimum", cap.message))
-    for percent in crossed:
-        assert budget.usd_per_month is not None
-        events.append(
-            BudgetEvent(
-                "Warning",
-                "MonthlyBudgetReached" if percent >= 100 else "MonthlyBudgetAlert",
-                f"{percent}% of the monthly budget spent: ${spend.month_to_date_usd:.2f} of "
-                f"${budget.usd_per_month:g} in {spend.month}",
-            )
+    events.extend(
+        BudgetEvent(
+            "Warning",
+            "MonthlyBudgetReached" if percent >= 100 else "MonthlyBudgetAlert",
+            f"{percent}% of the monthly budget spent: ${spend.month_to_date_usd:.2f} of "
+            f"${budget.usd_per_month or 0:g} in {spend.month}",
         )
+        for percent in crossed
+    )
     spend = SpendState(
         spend.month,
         spend.month_to_date_usd,

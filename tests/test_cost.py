@@ -684,3 +684,14 @@ def test_cost_metrics_follow_the_status() -> None:
     metrics.forget("ml", "minilm")
     assert value("optimodel_cost_usd_per_hour") is None
     assert not math.isnan(registry.get_sample_value("optimodel_cost_usd_per_hour") or 0.0)
+
+
+def test_a_new_month_lifts_the_cap_with_an_event() -> None:
+    annotations = {api.BUDGET_USD_PER_MONTH: "600"}
+    june_end = datetime(2025, 6, 30, 23, 59, tzinfo=UTC)
+    spent = SpendState("2025-06", 599.9, june_end, 0.7, 0.7, 1, (80,))
+    status, july = tick(spent.to_status(), annotations, 1, datetime(2025, 7, 1, tzinfo=UTC))
+    assert july.cap.max_replicas == 8
+    assert status["month"] == "2025-07"
+    assert status["monthlyBudgetAlerts"] == []
+    assert [e.message.split(":")[0] for e in july.events] == ["maxReplicas 1 -> 8"]
