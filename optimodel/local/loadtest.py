@@ -1,0 +1,567 @@
+"""Load tests against a running Triton server: closed-loop concurrency with real clients.
+
+Two load generators, same result type:
+- `run_client_load`: tritonclient gRPC aio in one or more client processes. `tritonclient`
+  clients are not thread-safe and one Python process on a small machine cannot keep 64
+  requests in flight, so the concurrency is split over processes, each with its own client
+  and with every request's inputs built before the timed window.
+- `run_perf_analyzer`: Triton's C++ `perf_analyzer` 2.51 from the tritonclient wheel, when it
+  runs here (see installation.find_perf_analyzer).
+
+The average batch the server formed comes from its own metrics: the growth of
+`nv_inference_count` (inferences) over `nv_inference_exec_count` (model executions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import csv
+import json
+import math
+import pickle
+import re
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from optimodel.local.installation import PerfAnalyzer
+from optimodel.local.server import metrics_text
+from optimodel.model_builder.triton_config import ModelSignature
+
+Tool = Literal["tritonclient-grpc-aio", "perf_analyzer"]
+Payload = dict[str, npt.NDArray[Any]]
+
+# Short English sentences (5-25 tokens): the "short texts" of the batching benchmark.
+SAMPLE_TEXTS = [
+    "The cat sat on the mat.",
+    "A quick brown fox jumps over the lazy dog.",
+    "How do I reset my password?",
+    "The weather in Paris is mild in the spring.",
+    "Please send the invoice by Friday.",
+    "Our flight was delayed by two hours because of fog.",
+    "Which laptop has the best battery life this year?",
+    "She plays the violin in the city orchestra.",
+    "The museum opens at nine and closes at six.",
+    "Can you recommend a good Italian restaurant nearby?",
+    "Stock markets fell sharply after the announcement.",
+    "The new library has a quiet reading room on every floor.",
+    "He forgot his umbrella at the train station.",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "The committee approved the budget for next year.",
+    "My phone screen cracked when it fell on the stairs.",
+    "This recipe needs two eggs, flour and a cup of milk.",
+    "The children built a sandcastle on the beach.",
+    "Where can I find the nearest pharmacy?",
+    "The software update fixed the login problem.",
+    "A large storm is expected to reach the coast tonight.",
+    "They adopted a small dog from the shelter.",
+    "The conference will be held online this year.",
+    "I would like to cancel my subscription, please.",
+    "Electric cars are becoming cheaper every year.",
+    "The garden is full of roses and tulips in May.",
+    "Our team won the final match in extra time.",
+    "The bank will be closed on the public holiday.",
+    "He is learning to cook traditional Japanese dishes.",
+    "The report shows a steady rise in online sales.",
+    "Turn left at the second traffic light.",
+    "The old bridge was repaired after the flood.",
+]
+
+
+def _words(count: int) -> str:
+    text = " ".join(SAMPLE_TEXTS)
+    while len(text.split()) < count:
+        text += " " + text
+    return " ".join(text.split()[:count])
+
+
+def tokenize(
+    tokenizer_dir: Path, count: int, sequence_length: int | None, texts: Sequence[str] = ()
+) -> list[Payload]:
+    """COUNT batch-1 requests of real token ids from the built model's tokenizer.
+
+    With SEQUENCE_LENGTH None the sample sentences are used as they are (short texts);
+    otherwise every request has exactly that many tokens (long text, truncated).
+    """
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+    sources = list(texts or SAMPLE_TEXTS)
+    payloads: list[Payload] = []
+    for index in range(count):
+        if sequence_length is None:
+            encoded = tokenizer(sources[index % len(sources)], return_tensors="np")
+        else:
+            rotated = sources[index % len(sources) :] + sources[: index % len(sources)]
+            text = " ".join(rotated)
+            while len(text.split()) < sequence_length:
+                text += " " + text
+            encoded = tokenizer(
+                text, truncation=True, max_length=sequence_length, return_tensors="np"
+            )
+        payloads.append({key: np.asarray(value, dtype=np.int64) for key, value in encoded.items()})
+    return payloads
+
+
+def synthetic_tokens(count: int, sequence_length: int, seed: int = 0) -> list[Payload]:
+    """COUNT batch-1 requests of random ids in [1, 100) (valid for any vocabulary)."""
+    rng = np.random.default_rng(seed)
+    payloads = []
+    for _ in range(count):
+        ids = rng.integers(1, 100, size=(1, sequence_length), dtype=np.int64)
+        payloads.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    return payloads
+
+
+def fit_to_signature(payloads: list[Payload], signature: ModelSignature) -> list[Payload]:
+    """Keep the inputs the model takes; add token_type_ids (zeros) if it wants them."""
+    wanted = [tensor.name for tensor in signature.inputs]
+    fitted = []
+    for payload in payloads:
+        ids = payload["input_ids"]
+        filled = dict(payload)
+        filled.setdefault("attention_mask", np.ones_like(ids))
+        filled.setdefault("token_type_ids", np.zeros_like(ids))
+        missing = [name for name in wanted if name not in filled]
+        if missing:
+            raise ValueError(
+                f"model input(s) {missing} are not token inputs; the load test feeds "
+                f"input_ids/attention_mask/token_type_ids only"
+            )
+        fitted.append({name: filled[name] for name in wanted})
+    return fitted
+
+
+def stack(payloads: list[Payload], batch_size: int) -> list[Payload]:
+    """Group batch-1 payloads of equal length into requests of BATCH_SIZE rows."""
+    if batch_size == 1:
+        return payloads
+    grouped = []
+    for start in range(0, len(payloads) - batch_size + 1, batch_size):
+        chunk = payloads[start : start + batch_size]
+        grouped.append({name: np.concatenate([p[name] for p in chunk]) for name in chunk[0]})
+    if not grouped:
+        raise ValueError(f"need at least {batch_size} payloads to form one batch")
+    return grouped
+
+
+@dataclass(frozen=True)
+class LoadResult:
+    """One load level against one model."""
+
+    model: str
+    tool: Tool
+    concurrency: int
+    batch_size: int
+    sequence_length: int
+    mixed_lengths: bool
+    requests: int
+    errors: int
+    seconds: float
+    throughput: float
+    latency_p50_ms: float
+    latency_p99_ms: float
+    average_batch: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _lengths(payloads: list[Payload]) -> tuple[int, bool]:
+    """(longest sequence, whether lengths differ) of the requests."""
+    lengths = {int(next(iter(p.values())).shape[1]) for p in payloads}
+    return max(lengths), len(lengths) > 1
+
+
+_METRIC_LINE = re.compile(r"^(nv_inference_count|nv_inference_exec_count)\{([^}]*)\}\s+(\S+)$")
+
+
+def inference_counters(text: str, model: str) -> tuple[float, float]:
+    """(nv_inference_count, nv_inference_exec_count) of MODEL in a metrics scrape."""
+    counts = {"nv_inference_count": 0.0, "nv_inference_exec_count": 0.0}
+    for line in text.splitlines():
+        match = _METRIC_LINE.match(line)
+        if match and f'model="{model}"' in match.group(2):
+            counts[match.group(1)] += float(match.group(3))
+    return counts["nv_inference_count"], counts["nv_inference_exec_count"]
+
+
+def average_batch(before: tuple[float, float], after: tuple[float, float]) -> float | None:
+    """Inferences per model execution between two scrapes."""
+    executions = after[1] - before[1]
+    return (after[0] - before[0]) / executions if executions > 0 else None
+
+
+@dataclass(frozen=True)
+class _WorkerJob:
+    url: str
+    model: str
+    payloads: list[Payload]
+    concurrency: int
+    start_at: float
+    end_at: float
+    max_requests: int
+
+
+@dataclass(frozen=True)
+class _WorkerResult:
+    latencies_ms: list[float]
+    completed: int
+    errors: int
+    first_error: str | None
+
+
+async def _worker_loop(job: _WorkerJob) -> _WorkerResult:
+    import tritonclient.grpc as grpcclient
+    import tritonclient.grpc.aio as grpcaio
+    from tritonclient.utils import InferenceServerException, np_to_triton_dtype
+
+    requests = []
+    for payload in job.payloads:
+        inputs = []
+        for name, array in payload.items():
+            tensor = grpcclient.InferInput(name, list(array.shape), np_to_triton_dtype(array.dtype))
+            tensor.set_data_from_numpy(array)
+            inputs.append(tensor)
+        requests.append(inputs)
+    latencies: list[float] = []
+    state = {"next": 0, "completed": 0, "errors": 0, "sent": 0}
+    first_error: list[str] = []
+    client = grpcaio.InferenceServerClient(job.url)
+
+    async def one_stream(offset: int) -> None:
+        index = offset
+        while True:
+            now = time.time()
+            if now >= job.end_at or state["sent"] >= job.max_requests:
+                return
+            state["sent"] += 1
+            started = time.perf_counter()
+            try:
+                await client.infer(job.model, requests[index % len(requests)])
+            except InferenceServerException as error:
+                state["errors"] += 1
+                if not first_error:
+                    first_error.append(str(error))
+                if state["errors"] > 100:
+                    return
+                continue
+            finally:
+                index += job.concurrency
+            finished = time.time()
+            # Count what finished inside the window; earlier answers are warm-up.
+            if job.start_at <= finished <= job.end_at:
+                latencies.append((time.perf_counter() - started) * 1000.0)
+                state["completed"] += 1
+
+    try:
+        await asyncio.gather(*(one_stream(i) for i in range(job.concurrency)))
+    finally:
+        await client.close()
+    return _WorkerResult(
+        latencies, state["completed"], state["errors"], next(iter(first_error), None)
+    )
+
+
+def _run_worker(job: _WorkerJob) -> _WorkerResult:
+    return asyncio.run(_worker_loop(job))
+
+
+def _run_worker_processes(jobs: list[_WorkerJob], timeout_s: float) -> list[_WorkerResult]:
+    """One `python -m optimodel.local.loadtest` client process per job (pickled over pipes).
+
+    Plain subprocesses rather than multiprocessing: they never re-import the caller's
+    __main__ (a CLI, pytest or a script), and are ended on any failure.
+    """
+    workers = [
+        subprocess.Popen(
+            [sys.executable, "-m", __name__, WORKER_FLAG],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in jobs
+    ]
+    try:
+        for worker, job in zip(workers, jobs, strict=True):
+            assert worker.stdin is not None
+            worker.stdin.write(pickle.dumps(job))
+            worker.stdin.close()
+            worker.stdin = None  # sent; communicate() below only reads
+        results = []
+        for worker in workers:
+            out, err = worker.communicate(timeout=timeout_s)
+            if worker.returncode != 0:
+                raise RuntimeError(
+                    f"load-test client process failed (exit {worker.returncode}): "
+                    f"{err.decode(errors='replace')[-2000:]}"
+                )
+            result = pickle.loads(out)
+            if not isinstance(result, _WorkerResult):
+                raise RuntimeError("load-test client process returned no result")
+            results.append(result)
+        return results
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+
+WORKER_FLAG = "--client-worker"
+
+
+def _worker_main() -> None:
+    job = pickle.loads(sys.stdin.buffer.read())
+    sys.stdout.buffer.write(pickle.dumps(_run_worker(job)))
+
+
+def run_client_load(
+    grpc_url: str,
+    model: str,
+    payloads: list[Payload],
+    *,
+    concurrency: int,
+    duration_s: float = 5.0,
+    warmup_s: float = 1.0,
+    processes: int | None = None,
+    metrics_url: str | None = None,
+    max_requests: int = 1_000_000,
+) -> LoadResult:
+    """Keep CONCURRENCY requests in flight for DURATION_S (after WARMUP_S) and measure."""
+    if concurrency < 1:
+        raise ValueError(f"concurrency must be >= 1, got {concurrency}")
+    processes = processes or max(1, min(4, math.ceil(concurrency / 32)))
+    processes = min(processes, concurrency)
+    shares = [
+        concurrency // processes + (1 if i < concurrency % processes else 0)
+        for i in range(processes)
+    ]
+    # Spawned processes start in ~1 s; the window opens after that and the warm-up.
+    start_at = time.time() + 1.5 * (processes > 1) + warmup_s
+    end_at = start_at + duration_s
+    jobs = [
+        _WorkerJob(grpc_url, model, payloads, share, start_at, end_at, max_requests // processes)
+        for share in shares
+    ]
+    # The "before" scrape is taken when the window opens, while the clients run.
+    scrape = _Scrape(metrics_url, model, start_at) if metrics_url else None
+    if processes == 1:
+        results = [_run_worker(jobs[0])]
+    else:
+        results = _run_worker_processes(jobs, timeout_s=duration_s + warmup_s + 120)
+    before = scrape.result() if scrape else None
+    after = inference_counters(metrics_text(metrics_url), model) if metrics_url else None
+    latencies = np.array([x for r in results for x in r.latencies_ms])
+    completed = sum(r.completed for r in results)
+    errors = sum(r.errors for r in results)
+    if completed == 0:
+        reason = next((r.first_error for r in results if r.first_error), "no request finished")
+        raise RuntimeError(f"load test on {model!r} got no answers: {reason}")
+    batch = int(next(iter(payloads[0].values())).shape[0])
+    sequence, mixed = _lengths(payloads)
+    return LoadResult(
+        model=model,
+        tool="tritonclient-grpc-aio",
+        concurrency=concurrency,
+        batch_size=batch,
+        sequence_length=sequence,
+        mixed_lengths=mixed,
+        requests=completed,
+        errors=errors,
+        seconds=duration_s,
+        throughput=completed * batch / duration_s,
+        latency_p50_ms=float(np.percentile(latencies, 50)),
+        latency_p99_ms=float(np.percentile(latencies, 99)),
+        average_batch=average_batch(before, after) if before and after else None,
+    )
+
+
+class _Scrape:
+    """A metrics scrape taken in a background thread at a given wall-clock time."""
+
+    def __init__(self, url: str, model: str, at: float) -> None:
+        import threading
+
+        self.value: tuple[float, float] | None = None
+        self._thread = threading.Thread(target=self._run, args=(url, model, at), daemon=True)
+        self._thread.start()
+
+    def _run(self, url: str, model: str, at: float) -> None:
+        time.sleep(max(0.0, at - time.time()))
+        self.value = inference_counters(metrics_text(url), model)
+
+    def result(self) -> tuple[float, float] | None:
+        self._thread.join()
+        return self.value
+
+
+def _perf_analyzer_input(payloads: list[Payload], path: Path) -> None:
+    """perf_analyzer's --input-data JSON: one entry per batch-1 request, with shapes."""
+    data = [
+        {
+            name: {"content": array[0].reshape(-1).tolist(), "shape": list(array.shape[1:])}
+            for name, array in payload.items()
+        }
+        for payload in payloads
+    ]
+    path.write_text(json.dumps({"data": data}))
+
+
+def run_perf_analyzer(
+    perf_analyzer: PerfAnalyzer,
+    grpc_url: str,
+    model: str,
+    payloads: list[Payload],
+    *,
+    concurrency: int,
+    batch_size: int = 1,
+    duration_s: float = 5.0,
+    metrics_url: str | None = None,
+) -> LoadResult:
+    """One concurrency level measured by perf_analyzer (C++ client, gRPC, async)."""
+    if any(next(iter(p.values())).shape[0] != 1 for p in payloads):
+        raise ValueError("perf_analyzer takes batch-1 payloads; pass batch_size to batch them")
+    with tempfile.TemporaryDirectory(prefix="optimodel-pa-") as tmp:
+        data_path = Path(tmp) / "input.json"
+        csv_path = Path(tmp) / "result.csv"
+        _perf_analyzer_input(payloads, data_path)
+        command = [
+            str(perf_analyzer.binary),
+            "-m", model,
+            "-u", grpc_url,
+            "-i", "grpc",
+            "-b", str(batch_size),
+            "--concurrency-range", f"{concurrency}:{concurrency}",
+            "--input-data", str(data_path),
+            "--async",
+            # Three windows make up DURATION_S; a busy 2-core machine is never "stable" by
+            # perf_analyzer's default 10%, so the three windows are taken as they are.
+            "--measurement-interval", str(max(200, int(duration_s * 1000 / 3))),
+            "--max-trials", "3",
+            "--stability-percentage", "1000",
+            "--percentile", "99",
+            "-f", str(csv_path),
+        ]  # fmt: skip
+        before = inference_counters(metrics_text(metrics_url), model) if metrics_url else None
+        completed = subprocess.run(
+            command,
+            env=perf_analyzer.environment(),
+            capture_output=True,
+            text=True,
+            timeout=duration_s * 6 + 60,
+            check=False,
+        )
+        after = inference_counters(metrics_text(metrics_url), model) if metrics_url else None
+        if completed.returncode != 0 or not csv_path.exists():
+            raise RuntimeError(
+                f"perf_analyzer failed (exit {completed.returncode}): "
+                f"{(completed.stdout + completed.stderr)[-2000:]}"
+            )
+        with csv_path.open() as handle:
+            row = next(csv.DictReader(handle))
+    sequence, mixed = _lengths(payloads)
+    throughput = float(row["Inferences/Second"])
+    return LoadResult(
+        model=model,
+        tool="perf_analyzer",
+        concurrency=concurrency,
+        batch_size=batch_size,
+        sequence_length=sequence,
+        mixed_lengths=mixed,
+        requests=int(throughput * duration_s / batch_size),
+        errors=0,
+        seconds=duration_s,
+        throughput=throughput,
+        latency_p50_ms=float(row["p50 latency"]) / 1000.0,
+        latency_p99_ms=float(row["p99 latency"]) / 1000.0,
+        average_batch=average_batch(before, after) if before and after else None,
+    )
+
+
+LoadTool = Literal["auto", "perf_analyzer", "tritonclient"]
+
+
+@dataclass(frozen=True)
+class LoadTarget:
+    """Where the load goes: a running server's gRPC and metrics endpoints."""
+
+    grpc_url: str
+    metrics_url: str | None
+
+
+def measure(
+    target: LoadTarget,
+    model: str,
+    payloads: list[Payload],
+    *,
+    concurrency: int,
+    duration_s: float,
+    perf_analyzer: PerfAnalyzer | None,
+    client_processes: int | None = None,
+) -> LoadResult:
+    """One load level with perf_analyzer if given (batch-1 payloads), else tritonclient."""
+    batch1 = all(next(iter(p.values())).shape[0] == 1 for p in payloads)
+    if perf_analyzer is not None and batch1:
+        return run_perf_analyzer(
+            perf_analyzer,
+            target.grpc_url,
+            model,
+            payloads,
+            concurrency=concurrency,
+            duration_s=duration_s,
+            metrics_url=target.metrics_url,
+        )
+    return run_client_load(
+        target.grpc_url,
+        model,
+        payloads,
+        concurrency=concurrency,
+        duration_s=duration_s,
+        processes=client_processes,
+        metrics_url=target.metrics_url,
+    )
+
+
+def sweep(
+    target: LoadTarget,
+    models: Sequence[str],
+    payloads: list[Payload],
+    concurrencies: Sequence[int],
+    *,
+    duration_s: float,
+    perf_analyzer: PerfAnalyzer | None,
+    on_result: Callable[[LoadResult], None] | None = None,
+) -> list[LoadResult]:
+    """Every concurrency level against every model, interleaving the models per level so a
+    change in machine load hits them alike."""
+    results = []
+    for concurrency in concurrencies:
+        for model in models:
+            result = measure(
+                target,
+                model,
+                payloads,
+                concurrency=concurrency,
+                duration_s=duration_s,
+                perf_analyzer=perf_analyzer,
+            )
+            results.append(result)
+            if on_result is not None:
+                on_result(result)
+    return results
+
+
+if __name__ == "__main__" and sys.argv[1:] == [WORKER_FLAG]:
+    # Through the imported module, so pickled classes resolve to optimodel.local.loadtest.*
+    from optimodel.local.loadtest import _worker_main as worker_main
+
+    worker_main()

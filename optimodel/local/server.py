@@ -1,0 +1,304 @@
+"""Run the real `tritonserver` on a local repository: start, wait for readiness, stop cleanly.
+
+The server runs in its own session (process group) so a Ctrl-C in the terminal reaches only
+us; we then stop it with SIGTERM (Triton drains in-flight requests and unloads models, whose
+python-backend stubs exit with it), escalate to SIGKILL of the whole group if it hangs, and
+check that no process of the group and no shared-memory segment of ours is left. Each server
+gets its own python-backend shared-memory prefix, so its /dev/shm segments are identifiable.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from optimodel.local.installation import TritonInstallation, find_triton_installation
+from optimodel.local.repository import LocalModel, derive_local_repository, find_built_models
+
+SHM_ROOT = Path("/dev/shm")
+LOCALHOST = "127.0.0.1"
+
+
+class ServerError(RuntimeError):
+    """The server could not start or stop as asked."""
+
+
+class PortInUseError(ServerError):
+    """A port the server needs is taken by another process."""
+
+
+@dataclass(frozen=True)
+class ServerPorts:
+    """The three listening ports of one server."""
+
+    http: int = 8000
+    grpc: int = 8001
+    metrics: int = 8002
+
+    def named(self) -> dict[str, int]:
+        return {"http": self.http, "grpc": self.grpc, "metrics": self.metrics}
+
+
+def free_ports(count: int = 3, host: str = LOCALHOST) -> list[int]:
+    """Ports the OS reports free right now (for tests and side-by-side servers)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.bind((host, 0))
+            sockets.append(sock)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for sock in sockets:
+            sock.close()
+
+
+def check_ports_free(ports: ServerPorts, host: str = LOCALHOST) -> None:
+    """Raise PortInUseError naming the first taken port and the option that moves it."""
+    if len(set(ports.named().values())) != 3:
+        raise PortInUseError(
+            f"ports must differ, got http={ports.http} grpc={ports.grpc} "
+            f"metrics={ports.metrics}: pass distinct --http-port/--grpc-port/--metrics-port"
+        )
+    for role, port in ports.named().items():
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            # As the server binds: connections in TIME_WAIT don't block, a listener does.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+            except OSError as error:
+                raise PortInUseError(
+                    f"{role} port {port} on {host} is already in use ({error.strerror}); stop "
+                    f"what listens there or pass --{role}-port with a free port"
+                ) from error
+
+
+def log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no server log)"
+
+
+@dataclass
+class TritonServer:
+    """One `tritonserver` process serving REPOSITORY on 127.0.0.1."""
+
+    repository: Path
+    ports: ServerPorts = field(default_factory=ServerPorts)
+    host: str = LOCALHOST
+    log_path: Path | None = None
+    installation: TritonInstallation | None = None
+    exit_timeout_s: int = 10
+    process: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    pid: int | None = field(default=None, init=False)
+    shm_prefix: str = field(default="", init=False)
+
+    @property
+    def http_url(self) -> str:
+        return f"{self.host}:{self.ports.http}"
+
+    @property
+    def grpc_url(self) -> str:
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def metrics_url(self) -> str:
+        return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    def command(self, installation: TritonInstallation) -> list[str]:
+        return [
+            str(installation.server_binary),
+            f"--model-repository={self.repository}",
+            f"--backend-directory={installation.backend_directory}",
+            f"--cache-directory={installation.cache_directory}",
+            f"--http-address={self.host}",
+            f"--http-port={self.ports.http}",
+            f"--grpc-address={self.host}",
+            f"--grpc-port={self.ports.grpc}",
+            f"--metrics-address={self.host}",
+            f"--metrics-port={self.ports.metrics}",
+            "--allow-gpu-metrics=false",
+            "--strict-readiness=true",
+            "--exit-on-error=true",
+            f"--exit-timeout-secs={self.exit_timeout_s}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+        ]
+
+    def start(self, timeout_s: float = 120.0) -> None:
+        """Launch the server and block until it and every model are ready."""
+        if self.process is not None:
+            raise ServerError("server already started")
+        installation = self.installation or find_triton_installation()
+        check_ports_free(self.ports, self.host)
+        self.shm_prefix = f"optimodel_{os.getpid()}_{self.ports.http}_"
+        if self.log_path is None:
+            self.log_path = self.repository.parent / "tritonserver.log"
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.log_path.open("wb") as log:
+            self.process = subprocess.Popen(
+                self.command(installation),
+                env=installation.environment(),
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        self.pid = self.process.pid
+        atexit.register(self.stop)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait_ready(self, timeout_s: float) -> None:
+        assert self.process is not None and self.log_path is not None
+        deadline = time.monotonic() + timeout_s
+        url = f"http://{self.http_url}/v2/health/ready"
+        while time.monotonic() < deadline:
+            code = self.process.poll()
+            if code is not None:
+                tail = log_tail(self.log_path)
+                if "address already in use" in tail.lower():
+                    raise PortInUseError(
+                        f"tritonserver could not bind a port (exit {code}); pass free "
+                        f"--http-port/--grpc-port/--metrics-port. Server log:\n{tail}"
+                    )
+                raise ServerError(
+                    f"tritonserver exited with code {code} while starting; server log "
+                    f"({self.log_path}):\n{tail}"
+                )
+            with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
+                if response.status == 200:
+                    return
+            time.sleep(0.2)
+        raise ServerError(
+            f"tritonserver not ready after {timeout_s:.0f}s; server log ({self.log_path}):\n"
+            f"{log_tail(self.log_path)}"
+        )
+
+    def shm_segments(self) -> list[Path]:
+        """This server's python-backend shared-memory segments in /dev/shm."""
+        if not self.shm_prefix or not SHM_ROOT.is_dir():
+            return []
+        return sorted(SHM_ROOT.glob(f"{self.shm_prefix}*"))
+
+    def group_alive(self) -> bool:
+        """Whether any process of the server's process group (server or stub) is alive."""
+        if self.pid is None:
+            return False
+        try:
+            os.killpg(self.pid, 0)
+        except ProcessLookupError:
+            return False
+        except PermissionError:
+            return True
+        return True
+
+    def stop(self, timeout_s: float | None = None) -> list[Path]:
+        """Stop the server and its stubs; returns shm segments it had to remove (normally [])."""
+        process = self.process
+        if process is None:
+            return []
+        atexit.unregister(self.stop)
+        wait_s = timeout_s if timeout_s is not None else self.exit_timeout_s + 10
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(wait_s)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        # Stubs notice the server is gone and exit; give them a moment, then insist.
+        deadline = time.monotonic() + 5
+        while self.group_alive() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if self.group_alive():
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+        leftovers = self.shm_segments()
+        for segment in leftovers:
+            segment.unlink(missing_ok=True)
+        self.process = None
+        return leftovers
+
+    def __enter__(self) -> TritonServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+@dataclass
+class LocalServer:
+    """A running server over the python-backend twin of a built repository."""
+
+    server: TritonServer
+    models: list[LocalModel]
+    workdir: Path
+    leftover_shm: list[Path] = field(default_factory=list)
+
+    def model(self, name: str) -> LocalModel:
+        for model in self.models:
+            if model.name == name:
+                return model
+        raise KeyError(f"no model {name!r}; serving {[m.name for m in self.models]}")
+
+
+@contextlib.contextmanager
+def serve_built_repository(
+    built: Path,
+    *,
+    ports: ServerPorts | None = None,
+    with_unbatched: bool = False,
+    intra_op_threads: int = 0,
+    allow_spinning: bool = False,
+    workdir: Path | None = None,
+    startup_timeout_s: float = 120.0,
+) -> Iterator[LocalServer]:
+    """Derive the local repository of BUILT, serve it, and stop and clean up on exit."""
+    models = find_built_models(built)
+    own_workdir = workdir is None
+    root = Path(tempfile.mkdtemp(prefix="optimodel-serve-")) if workdir is None else workdir
+    try:
+        local = derive_local_repository(
+            models,
+            root / "repository",
+            with_unbatched=with_unbatched,
+            intra_op_threads=intra_op_threads,
+            allow_spinning=allow_spinning,
+        )
+        server = TritonServer(root / "repository", ports or ServerPorts())
+        server.start(startup_timeout_s)
+        running = LocalServer(server, local, root)
+        try:
+            yield running
+        finally:
+            running.leftover_shm = server.stop()
+    finally:
+        if own_workdir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def metrics_text(url: str, timeout_s: float = 5.0) -> str:
+    """The Prometheus text of the server's metrics endpoint."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as response:
+            return str(response.read().decode())
+    except urllib.error.URLError as error:
+        raise ServerError(f"metrics endpoint {url} not reachable: {error.reason}") from error

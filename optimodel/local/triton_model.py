@@ -1,0 +1,147 @@
+"""The python-backend model that serves a built `model.onnx` with onnxruntime inside Triton.
+
+The tritonserver in the nvidia-pytriton wheel has only the python backend, so local serving
+copies this file as `<model>/1/model.py` beside (a link to) the built `model.onnx`. Triton's
+dynamic batcher hands `execute` every request of a batch at once; they run as ONE
+onnxruntime call: inputs are padded to the longest sequence, concatenated, run, and the
+outputs split back per request. Padding is with zeros, which for the attention mask means
+"ignore this position", so results equal running each request alone (to float rounding).
+
+This file runs inside the backend stub: it imports only numpy, onnxruntime and (inside the
+server only, hence imported in `initialize`) Triton's `triton_python_backend_utils`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+import onnxruntime as ort
+
+Array = npt.NDArray[Any]
+
+# Config `parameters` this model reads (rendered by optimodel.local.repository).
+THREADS_PARAMETER = "intra_op_threads"
+SPINNING_PARAMETER = "allow_spinning"
+MODEL_FILE_PARAMETER = "onnx_file"
+
+
+def _parameter(config: dict[str, Any], key: str, default: str) -> str:
+    value = config.get("parameters", {}).get(key, {}).get("string_value")
+    return str(value) if value else default
+
+
+def pad_and_concatenate(
+    per_request: list[list[Array]], variable_axes: list[bool]
+) -> tuple[list[Array], list[int], list[int]]:
+    """Stack each input over requests, zero-padding axis 1 where it is variable.
+
+    Returns the stacked inputs, each request's batch size and each request's sequence length.
+    """
+    sizes = [arrays[0].shape[0] for arrays in per_request]
+    lengths = [arrays[0].shape[1] if arrays[0].ndim > 1 else 0 for arrays in per_request]
+    stacked: list[Array] = []
+    for index, variable in enumerate(variable_axes):
+        parts = [arrays[index] for arrays in per_request]
+        if variable:
+            longest = max(part.shape[1] for part in parts)
+            parts = [
+                part
+                if part.shape[1] == longest
+                else np.pad(
+                    part, [(0, 0), (0, longest - part.shape[1])] + [(0, 0)] * (part.ndim - 2)
+                )
+                for part in parts
+            ]
+        stacked.append(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0))
+    return stacked, sizes, lengths
+
+
+def split_outputs(
+    outputs: list[Array], sizes: list[int], lengths: list[int], variable_axes: list[bool]
+) -> list[list[Array]]:
+    """Cut the batched outputs back into one list per request (trimming padded axes)."""
+    per_request: list[list[Array]] = []
+    start = 0
+    for size, length in zip(sizes, lengths, strict=True):
+        parts = []
+        for output, variable in zip(outputs, variable_axes, strict=True):
+            part = output[start : start + size]
+            if variable:
+                part = part[:, :length]
+            parts.append(np.ascontiguousarray(part))
+        per_request.append(parts)
+        start += size
+    return per_request
+
+
+class TritonPythonModel:
+    """Triton's python-backend entry point."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        import triton_python_backend_utils  # type: ignore[import-not-found]
+
+        self.pb = triton_python_backend_utils
+        config = json.loads(args["model_config"])
+        version_dir = Path(args["model_repository"]) / args["model_version"]
+        model_path = version_dir / _parameter(config, MODEL_FILE_PARAMETER, "model.onnx")
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = int(_parameter(config, THREADS_PARAMETER, "0"))
+        options.inter_op_num_threads = 1
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        # Spinning intra-op threads keep cores busy between batches; on a small machine that
+        # starves Triton's frontend and the clients sharing the cores. Off unless asked.
+        options.add_session_config_entry(
+            "session.intra_op.allow_spinning", _parameter(config, SPINNING_PARAMETER, "0")
+        )
+        self.session = ort.InferenceSession(
+            str(model_path), options, providers=["CPUExecutionProvider"]
+        )
+        self.input_names = [tensor["name"] for tensor in config["input"]]
+        self.output_names = [tensor["name"] for tensor in config["output"]]
+        # A -1 as the first non-batch dim is the sequence axis: padded in, trimmed out.
+        self.input_variable = [tensor["dims"][0] == -1 for tensor in config["input"]]
+        self.output_variable = [tensor["dims"][0] == -1 for tensor in config["output"]]
+
+    def execute(self, requests: list[Any]) -> list[Any]:
+        pb_utils = self.pb
+        responses: list[Any] = [None] * len(requests)
+        valid: list[int] = []
+        per_request: list[list[Array]] = []
+        for position, request in enumerate(requests):
+            arrays = [
+                pb_utils.get_input_tensor_by_name(request, name).as_numpy()
+                for name in self.input_names
+            ]
+            shapes = {a.shape[:2] for a, v in zip(arrays, self.input_variable, strict=True) if v}
+            if len(shapes) > 1:
+                responses[position] = pb_utils.InferenceResponse(
+                    error=pb_utils.TritonError(
+                        f"inputs {self.input_names} must share [batch, sequence] shape, "
+                        f"got {sorted(shapes)}: send one attention_mask per input_ids row"
+                    )
+                )
+                continue
+            valid.append(position)
+            per_request.append(arrays)
+        if not per_request:
+            return responses
+        stacked, sizes, lengths = pad_and_concatenate(per_request, self.input_variable)
+        outputs = self.session.run(
+            self.output_names, dict(zip(self.input_names, stacked, strict=True))
+        )
+        for position, parts in zip(
+            valid, split_outputs(outputs, sizes, lengths, self.output_variable), strict=True
+        ):
+            tensors = [
+                pb_utils.Tensor(name, part)
+                for name, part in zip(self.output_names, parts, strict=True)
+            ]
+            responses[position] = pb_utils.InferenceResponse(output_tensors=tensors)
+        return responses
+
+    def finalize(self) -> None:
+        self.session = None
