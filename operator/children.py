@@ -40,13 +40,24 @@ class ChildChange:
         return str(self.desired["metadata"]["name"])
 
 
-def first_difference(desired: Any, actual: Any, path: str = "") -> str | None:
+# Maps whose extra keys change behaviour, so they must equal the rendering: a label added
+# to a Service's selector would stop it from reaching the Triton pods.
+EXACT_MAPS: Mapping[str, frozenset[str]] = {"Service": frozenset({"spec.selector"})}
+
+
+def first_difference(
+    desired: Any, actual: Any, path: str = "", exact: frozenset[str] = frozenset()
+) -> str | None:
     """Path of the first rendered field whose actual value differs, or None if all match."""
     if isinstance(desired, Mapping):
         if not isinstance(actual, Mapping):
             return path or "(object)"
+        if path in exact and set(actual) - set(desired):
+            return path
         for key, value in desired.items():
-            found = first_difference(value, actual.get(key), f"{path}.{key}" if path else key)
+            found = first_difference(
+                value, actual.get(key), f"{path}.{key}" if path else key, exact
+            )
             if found is not None:
                 return found
         return None
@@ -54,11 +65,18 @@ def first_difference(desired: Any, actual: Any, path: str = "") -> str | None:
         if not isinstance(actual, list) or len(actual) != len(desired):
             return path
         for index, (want, have) in enumerate(zip(desired, actual, strict=True)):
-            found = first_difference(want, have, f"{path}[{index}]")
+            found = first_difference(want, have, f"{path}[{index}]", exact)
             if found is not None:
                 return found
         return None
     return None if desired == actual else path
+
+
+def _at(document: Mapping[str, Any] | None, path: str) -> Any:
+    node: Any = document
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
 
 
 def controlled_by(child: Mapping[str, Any], owner_uid: str) -> bool:
@@ -112,7 +130,9 @@ def plan_child(
     if not controlled_by(actual, owner_uid):
         return ChildChange("conflict", desired, actual)
     wanted = _annotated(wanted, digest)
-    difference = first_difference(wanted, actual)
+    difference = first_difference(
+        wanted, actual, exact=EXACT_MAPS.get(str(desired.get("kind")), frozenset())
+    )
     if difference is None:
         return ChildChange("keep", wanted, actual)
     annotations = (actual.get("metadata") or {}).get("annotations") or {}
@@ -141,10 +161,17 @@ def plan_children(
 def restore_patch(change: ChildChange) -> dict[str, Any]:
     """The merge patch restoring a drifted child (apiVersion/kind/name are not patched)."""
     patch = {
-        key: value for key, value in change.desired.items() if key not in ("apiVersion", "kind")
+        key: copy.deepcopy(value)
+        for key, value in change.desired.items()
+        if key not in ("apiVersion", "kind")
     }
     metadata = {
         k: v for k, v in patch.get("metadata", {}).items() if k not in ("name", "namespace")
     }
     patch["metadata"] = metadata
+    # A merge patch only adds map keys: remove the extra ones where the map must be exact.
+    for path in EXACT_MAPS.get(change.kind, frozenset()):
+        have, want = _at(change.actual, path), _at(patch, path)
+        if isinstance(have, Mapping) and isinstance(want, dict):
+            want.update({key: None for key in have if key not in want})
     return patch

@@ -19,26 +19,34 @@ class Permission:
 
 
 WATCH = ("get", "list", "watch")
+# What Kopf needs to serve a resource: list it, then watch from the listed resourceVersion.
+KOPF = ("list", "watch")
+# Kopf's peering keep-alives are merge patches of the peering object's status.
+PEERING = (*KOPF, "patch")
 
-# Namespaced resources the operator reads or writes.
+# Namespaced resources the operator reads or writes. The end-to-end test records every request
+# the operator makes to the API emulator and checks it against this table, both ways.
 NAMESPACED: tuple[Permission, ...] = (
+    # Kopf watches models and keeps its handler progress in their annotations (patch);
+    # the reconciler reads each model fresh (get) before deciding.
     Permission("optimodel.io", "optimizedmodels", (*WATCH, "patch")),
-    Permission("optimodel.io", "optimizedmodels/status", ("get", "patch")),
-    Permission("batch", "jobs", (*WATCH, "create", "patch")),
+    Permission("optimodel.io", "optimizedmodels/status", ("patch",)),
+    # Builder Jobs are found by label (list), created once, never changed (immutable).
+    Permission("batch", "jobs", (*KOPF, "create")),
     Permission("apps", "deployments", (*WATCH, "create", "patch")),
     Permission("", "services", (*WATCH, "create", "patch")),
     Permission("", "configmaps", (*WATCH, "create", "patch")),
-    Permission("", "pods", WATCH),
-    Permission("autoscaling", "horizontalpodautoscalers", (*WATCH, "create", "patch")),
-    Permission("keda.sh", "scaledobjects", (*WATCH, "create", "patch")),
+    # Build pods carry the builder's termination message.
+    Permission("", "pods", ("list",)),
+    # Kopf posts Events through the core API.
     Permission("", "events", ("create",)),
-    Permission("events.k8s.io", "events", ("create",)),
-    Permission("kopf.dev", "kopfpeerings", (*WATCH, "patch")),
+    Permission("kopf.dev", "kopfpeerings", PEERING),
 )
 
-# Cluster-scoped resources Kopf needs whatever the mode.
+# Cluster-scoped resources Kopf needs: CRDs to discover resources, namespaces to follow the
+# served namespaces (namespaced mode), and the cluster-wide peering.
 CLUSTER: tuple[Permission, ...] = (
-    Permission("apiextensions.k8s.io", "customresourcedefinitions", WATCH),
-    Permission("", "namespaces", WATCH),
-    Permission("kopf.dev", "clusterkopfpeerings", (*WATCH, "patch")),
+    Permission("apiextensions.k8s.io", "customresourcedefinitions", KOPF),
+    Permission("", "namespaces", KOPF),
+    Permission("kopf.dev", "clusterkopfpeerings", PEERING),
 )

@@ -23,7 +23,9 @@ from urllib.parse import quote, urlencode
 from kubernetes import client as k8s
 
 from optimodel.operator import naming
+from optimodel.operator.events import EventSink
 from optimodel.operator.main import run_operator
+from optimodel.operator.planning import ModelEvent
 from optimodel.operator.settings import OperatorSettings
 
 Body = dict[str, Any]
@@ -337,12 +339,28 @@ def built_report(spec_hash: str, accuracy: float = 0.995) -> Body:
     }
 
 
+class RecordedEvents:
+    """An EventSink keeping the Events one operator posted (thread-safe enough: appends)."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, ModelEvent]] = []
+
+    def post(self, model: Mapping[str, Any], event: ModelEvent) -> None:
+        self.events.append((str(model["metadata"]["name"]), event))
+
+    def reasons(self, name: str) -> list[str]:
+        return [event.reason for model, event in self.events if model == name]
+
+
 class OperatorThread:
     """The operator, as `optimodel operator` runs it, in a thread against `url`."""
 
-    def __init__(self, url: str, settings: OperatorSettings) -> None:
+    def __init__(
+        self, url: str, settings: OperatorSettings, events: EventSink | None = None
+    ) -> None:
         self.url = url
         self.settings = settings
+        self.events = events
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._failure: BaseException | None = None
@@ -361,6 +379,7 @@ class OperatorThread:
                     self.configuration(),
                     stop_flag=self._stop,
                     ready_flag=self._ready,
+                    events=self.events,
                 )
             )
         except BaseException as error:

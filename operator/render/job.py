@@ -203,7 +203,7 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
                     # Evictions and node drains are not the build's fault: retry them freely.
                     {
                         "action": "Ignore",
-                        "onPodConditions": [{"type": "DisruptionTarget"}],
+                        "onPodConditions": [{"type": "DisruptionTarget", "status": "True"}],
                     },
                 ]
             },

@@ -1,0 +1,295 @@
+"""The operator's pure renderers: every child manifest validates against the Kubernetes API
+schema (kubernetes-validate, strict: unknown fields fail), and carries what the cluster needs."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from optimodel.model_builder.spec import BuildSpec
+from optimodel.model_builder.triton_config import ModelSignature, render_triton_config
+from optimodel.operator import api, naming
+from optimodel.operator.artifacts import ArtifactStore, build_key, pvc_location
+from optimodel.operator.render import (
+    BuildRequest,
+    ModelRef,
+    ServingInputs,
+    initial_replicas,
+    render_build_job,
+    render_children,
+)
+from optimodel.operator.render.common import content_hash
+from optimodel.operator.settings import OperatorSettings
+
+K8S_VERSION = "1.30"
+MODEL = ModelRef(name="minilm", namespace="ml", uid="11111111-2222-3333-4444-555555555555")
+SIGNATURE = ModelSignature.model_validate(
+    {
+        "inputs": [
+            {"name": "input_ids", "dataType": "TYPE_INT64", "dims": [-1]},
+            {"name": "attention_mask", "dataType": "TYPE_INT64", "dims": [-1]},
+        ],
+        "outputs": [{"name": "embeddings", "dataType": "TYPE_FP32", "dims": [384]}],
+    }
+)
+S3 = {
+    "s3": {
+        "uri": "s3://ml-artifacts/optimodel",
+        "endpoint": "https://minio.storage:9000",
+        "region": "eu-west-1",
+        "credentialsSecret": {"name": "artifact-keys"},
+    }
+}
+PVC = {"pvc": {"claimName": "models", "subPath": "builds"}}
+
+
+def make_spec(**overrides: Any) -> api.OptimizedModelSpec:
+    document: dict[str, Any] = {
+        "source": {
+            "uri": "hf://sentence-transformers/all-MiniLM-L6-v2",
+            "task": "feature-extraction",
+        },
+        "serving": {"gpu": {"type": "nvidia-l4", "count": 1}, "maxBatchSize": 32},
+    }
+    document.update(overrides)
+    return api.OptimizedModelSpec.model_validate(document)
+
+
+def build_request(spec: api.OptimizedModelSpec, settings: OperatorSettings) -> BuildRequest:
+    store = ArtifactStore.for_model(spec.storage, settings)
+    return BuildRequest(
+        model=MODEL,
+        spec=spec,
+        generation=3,
+        key=build_key("abc", store),
+        spec_hash="abc",
+        store=store,
+        job_name=naming.build_job_name(MODEL.name, 3),
+    )
+
+
+def serving_inputs(spec: api.OptimizedModelSpec, settings: OperatorSettings) -> ServingInputs:
+    store = ArtifactStore.for_model(spec.storage, settings)
+    build = api.BuildStatus(
+        artifact=store.artifact_uri(MODEL.namespace, MODEL.name, 2),
+        generation=2,
+        size_bytes=23,
+        original_size_bytes=90,
+        size_reduction=3.9,
+        accuracy_metric="cosine",
+        accuracy=0.995,
+        spec_hash="abc",
+        signature=SIGNATURE,
+    )
+    return ServingInputs(
+        model=MODEL, spec=spec, build=build, store=store, settings=settings, now=datetime.now(UTC)
+    )
+
+
+def env_of(container: dict[str, Any]) -> dict[str, Any]:
+    return {item["name"]: item.get("value", item.get("valueFrom")) for item in container["env"]}
+
+
+STORES = [
+    pytest.param(None, id="default-pvc"),
+    pytest.param(PVC, id="spec-pvc"),
+    pytest.param(S3, id="spec-s3"),
+]
+
+
+@pytest.mark.parametrize("storage", STORES)
+def test_build_job_validates_and_carries_the_build(storage: dict[str, Any] | None) -> None:
+    settings = OperatorSettings()
+    job = render_build_job(build_request(make_spec(storage=storage), settings), settings)
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+    assert job["metadata"]["ownerReferences"][0]["uid"] == MODEL.uid
+    assert job["metadata"]["ownerReferences"][0]["controller"] is True
+    spec = job["spec"]
+    assert spec["backoffLimit"] == settings.build.backoff_limit
+    assert spec["ttlSecondsAfterFinished"] == settings.build.ttl_seconds_after_finished
+    # The deterministic failures (invalid spec, accuracy gate) are never retried.
+    rule = spec["podFailurePolicy"]["rules"][0]
+    assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2, 3]
+    pod = spec["template"]["spec"]
+    assert pod["restartPolicy"] == "Never"
+    containers = pod.get("initContainers", []) + pod["containers"]
+    builder = next(c for c in containers if c["name"] == naming.BUILDER_CONTAINER)
+    assert builder["image"] == settings.builder_image
+    assert builder["terminationMessagePolicy"] == "FallbackToLogsOnError"
+    assert builder["resources"] == settings.build.resources
+    env = env_of(builder)
+    sent = BuildSpec.model_validate_json(env["OPTIMODEL_BUILD_SPEC"])
+    assert sent.name == MODEL.name and sent.source.uri.startswith("hf://")
+    assert builder["args"] == ["--out", env["OPTIMODEL_OUTPUT_DIR"]]
+    artifact = job["metadata"]["annotations"][naming.ARTIFACT]
+    assert artifact.endswith("/ml/minilm/g3")
+
+
+def test_pvc_build_writes_the_generation_folder_on_the_claim() -> None:
+    settings = OperatorSettings()
+    job = render_build_job(build_request(make_spec(storage=PVC), settings), settings)
+    pod = job["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["artifacts"]["persistentVolumeClaim"]["claimName"] == "models"
+    builder = pod["containers"][0]
+    assert env_of(builder)["OPTIMODEL_OUTPUT_DIR"] == "/artifacts/builds/ml/minilm/g3"
+    assert job["metadata"]["annotations"][naming.ARTIFACT] == "pvc://models/builds/ml/minilm/g3"
+
+
+def test_s3_build_uploads_with_the_secret_keys_and_the_builder_never_sees_them() -> None:
+    settings = OperatorSettings()
+    job = render_build_job(build_request(make_spec(storage=S3), settings), settings)
+    pod = job["spec"]["template"]["spec"]
+    builder = pod["initContainers"][0]
+    upload = pod["containers"][0]
+    assert "AWS_ACCESS_KEY_ID" not in env_of(builder)
+    env = env_of(upload)
+    assert upload["image"] == settings.s3_sync_image
+    assert env["ARTIFACT_URI"] == "s3://ml-artifacts/optimodel/ml/minilm/g3"
+    assert env["AWS_ENDPOINT_URL"] == "https://minio.storage:9000"
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "secretKeyRef": {"name": "artifact-keys", "key": "AWS_ACCESS_KEY_ID"}
+    }
+    assert env["OUT_DIR"] == env_of(builder)["OPTIMODEL_OUTPUT_DIR"]
+
+
+def test_pvc_sources_are_mounted_read_only_and_passed_as_local_paths() -> None:
+    settings = OperatorSettings()
+    spec = make_spec(
+        source={"uri": "pvc://model-zoo/minilm", "task": "feature-extraction"},
+        optimize={"evalData": {"uri": "pvc://optimodel-artifacts/eval/texts.jsonl"}},
+    )
+    job = render_build_job(build_request(spec, settings), settings)
+    pod = job["spec"]["template"]["spec"]
+    builder = pod["containers"][0]
+    sent = BuildSpec.model_validate_json(env_of(builder)["OPTIMODEL_BUILD_SPEC"])
+    assert sent.source.uri == "file:///mnt/sources/model-zoo/minilm"
+    # The artifact claim is mounted already: the eval data is read through it.
+    assert sent.optimize.eval_data is not None
+    assert sent.optimize.eval_data.uri == "file:///artifacts/eval/texts.jsonl"
+    mounts = {m["mountPath"]: m for m in builder["volumeMounts"]}
+    assert mounts["/mnt/sources/model-zoo"]["readOnly"] is True
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+
+SERVING_CASES = [
+    pytest.param({}, None, id="gpu-autoscaled-pvc"),
+    pytest.param({"serving": {"gpu": {"count": 0}}}, None, id="cpu"),
+    pytest.param({"autoscaling": {"enabled": False}, "replicas": 3}, None, id="fixed-replicas"),
+    pytest.param({}, S3, id="s3"),
+    pytest.param({"serving": {"image": "registry.local/triton:custom"}}, PVC, id="image-override"),
+]
+
+
+@pytest.mark.parametrize(("overrides", "storage"), SERVING_CASES)
+def test_serving_children_validate(
+    overrides: dict[str, Any], storage: dict[str, Any] | None
+) -> None:
+    settings = OperatorSettings.model_validate(
+        {"serving": {"gpuNodeLabel": "cloud.google.com/gke-accelerator"}}
+    )
+    spec = make_spec(storage=storage, **overrides)
+    children = render_children(serving_inputs(spec, settings))
+    assert [c["kind"] for c in children] == ["ConfigMap", "Service", "Deployment"]
+    for child in children:
+        kubernetes_validate.validate(child, K8S_VERSION, strict=True)
+        assert child["metadata"]["ownerReferences"][0]["uid"] == MODEL.uid
+        assert child["metadata"]["labels"][naming.MODEL] == MODEL.name
+
+
+def deployment_of(children: list[dict[str, Any]]) -> dict[str, Any]:
+    return next(c for c in children if c["kind"] == "Deployment")
+
+
+def test_triton_deployment_serves_the_artifact_with_probes_ports_and_gpus() -> None:
+    settings = OperatorSettings.model_validate(
+        {"serving": {"gpuNodeLabel": "cloud.google.com/gke-accelerator"}}
+    )
+    children = render_children(
+        serving_inputs(make_spec(serving={"gpu": {"type": "nvidia-l4", "count": 2}}), settings)
+    )
+    deployment = deployment_of(children)
+    pod = deployment["spec"]["template"]["spec"]
+    triton = pod["containers"][0]
+    assert triton["image"] == settings.triton_image
+    assert {p["containerPort"] for p in triton["ports"]} == {8000, 8001, 8002}
+    assert triton["readinessProbe"]["httpGet"]["path"] == "/v2/health/ready"
+    assert triton["resources"]["limits"]["nvidia.com/gpu"] == "2"
+    assert "--model-repository=/models" in triton["args"]
+    assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
+    fetch = pod["initContainers"][0]
+    assert env_of(fetch)["SOURCE"] == "/artifacts/ml/minilm/g2/minilm/1"
+    claim, _ = pvc_location("pvc://optimodel-artifacts/ml/minilm/g2")
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["artifacts"]["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
+    assert volumes["triton-config"]["configMap"]["name"] == naming.config_map_name(MODEL.name)
+    # Old pods keep serving until new ones are ready.
+    assert deployment["spec"]["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
+    assert deployment["spec"]["selector"]["matchLabels"] == naming.server_selector(MODEL.name)
+
+
+def test_config_map_holds_exactly_the_builders_rendering_and_its_hash_rolls_the_pods() -> None:
+    settings = OperatorSettings()
+    spec = make_spec()
+    children = render_children(serving_inputs(spec, settings))
+    config = children[0]["data"][naming.CONFIG_FILE]
+    assert config == render_triton_config(
+        MODEL.name, SIGNATURE, spec.serving, backend="onnxruntime"
+    )
+    template = deployment_of(children)["spec"]["template"]["metadata"]["annotations"]
+    assert template[naming.CONFIG_HASH] == content_hash(config)
+
+    rebatched = make_spec(serving={"gpu": {"type": "nvidia-l4", "count": 1}, "maxBatchSize": 64})
+    again = render_children(serving_inputs(rebatched, settings))
+    assert "max_batch_size: 64" in again[0]["data"][naming.CONFIG_FILE]
+    new_template = deployment_of(again)["spec"]["template"]["metadata"]["annotations"]
+    assert new_template[naming.CONFIG_HASH] != template[naming.CONFIG_HASH]
+    assert new_template[naming.ARTIFACT] == template[naming.ARTIFACT]
+
+
+def test_s3_serving_fetches_with_the_aws_cli_and_the_secret() -> None:
+    settings = OperatorSettings()
+    children = render_children(serving_inputs(make_spec(storage=S3), settings))
+    pod = deployment_of(children)["spec"]["template"]["spec"]
+    fetch = pod["initContainers"][0]
+    assert fetch["image"] == settings.s3_sync_image
+    env = env_of(fetch)
+    assert env["SOURCE"] == "s3://ml-artifacts/optimodel/ml/minilm/g2/minilm/1"
+    assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "artifact-keys"
+    assert "artifacts" not in {v["name"] for v in pod["volumes"]}
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({}, 1),
+        ({"autoscaling": {"minReplicas": 3, "maxReplicas": 5}}, 3),
+        ({"autoscaling": {"engine": "keda", "minReplicas": 0}}, 1),
+        ({"autoscaling": {"enabled": False}}, 1),
+        ({"autoscaling": {"enabled": False}, "replicas": 4}, 4),
+        ({"autoscaling": {"enabled": False}, "replicas": 0}, 0),
+    ],
+)
+def test_initial_replicas(overrides: dict[str, Any], expected: int) -> None:
+    assert initial_replicas(make_spec(**overrides)) == expected
+
+
+def test_service_selects_the_triton_pods_on_three_ports() -> None:
+    children = render_children(serving_inputs(make_spec(), OperatorSettings()))
+    service = children[1]
+    assert service["spec"]["selector"] == naming.server_selector(MODEL.name)
+    assert [p["name"] for p in service["spec"]["ports"]] == ["http", "grpc", "metrics"]
+    labels = deployment_of(children)["spec"]["template"]["metadata"]["labels"]
+    assert service["spec"]["selector"].items() <= labels.items()
+
+
+def test_rendering_is_deterministic() -> None:
+    settings = OperatorSettings()
+    first = render_children(serving_inputs(make_spec(storage=S3), settings))
+    second = render_children(serving_inputs(make_spec(storage=S3), settings))
+    assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
