@@ -28,6 +28,10 @@ TOKENIZER_DIR = "tokenizer"
 CONFIG_FILE = "config.pbtxt"
 
 StepName = Literal["load", "prune", "recover", "export", "quantize", "evaluate", "benchmark"]
+TerminationReason = Literal["Built", "AccuracyBelowThreshold", "InvalidSpec", "BuildFailed"]
+
+# Kubernetes keeps at most 4096 bytes of a container's termination message.
+TERMINATION_MESSAGE_LIMIT = 4096
 
 
 class StepRecord(SpecModel):
@@ -110,3 +114,61 @@ def build_inputs_hash(source: Source, optimize: Optimize) -> str:
     }
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class BuildSummary(SpecModel):
+    """The part of a BuildReport that fits a pod's termination message (and status.build)."""
+
+    spec_hash: str
+    size_bytes: int = Field(ge=0)
+    original_size_bytes: int = Field(ge=0)
+    accuracy_metric: str
+    accuracy: float
+    latency_p50_ms: float | None = Field(default=None, alias="latencyP50Ms")
+    throughput: float | None = None
+    signature: ModelSignature | None = None
+
+    @classmethod
+    def from_report(cls, report: BuildReport) -> BuildSummary:
+        if report.accuracy is None or report.optimized is None or report.original is None:
+            raise ValueError(f"build report of {report.name!r} has no accuracy or sizes yet")
+        return cls(
+            spec_hash=report.spec_hash,
+            size_bytes=report.optimized.size_bytes,
+            original_size_bytes=report.original.size_bytes,
+            accuracy_metric=report.accuracy.metric,
+            accuracy=report.accuracy.mean,
+            latency_p50_ms=report.optimized.latency_p50_ms,
+            throughput=report.optimized.throughput,
+            signature=report.signature,
+        )
+
+
+class TerminationMessage(SpecModel):
+    """What the builder Job leaves in its termination message; the operator reads exactly this.
+
+    Success: {"reason":"Built","report":{...}}; failure: reason, message and, for the gate,
+    the measured accuracy, the threshold and the step that caused the drop.
+    """
+
+    reason: TerminationReason
+    message: str | None = None
+    accuracy: float | None = None
+    threshold: float | None = None
+    step: str | None = Field(default=None, description="The step that caused an accuracy drop.")
+    report: BuildSummary | None = None
+
+    def render(self) -> str:
+        """One line of compact JSON, shortened (message first) to fit the 4096-byte limit."""
+        text = self.model_dump_json(by_alias=True, exclude_none=True)
+        if len(text.encode()) < TERMINATION_MESSAGE_LIMIT or not self.message:
+            return text
+        overflow = len(text.encode()) - TERMINATION_MESSAGE_LIMIT + 16
+        keep = max(0, len(self.message.encode()) - overflow)
+        short = self.message.encode()[:keep].decode(errors="ignore") + "…"
+        shortened = self.model_copy(update={"message": short})
+        return shortened.model_dump_json(by_alias=True, exclude_none=True)
+
+    @classmethod
+    def parse(cls, text: str) -> TerminationMessage:
+        return cls.model_validate_json(text)

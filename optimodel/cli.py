@@ -78,6 +78,29 @@ def validate(
         raise typer.Exit(1)
 
 
+@app.command()
+def build(
+    manifest: Annotated[Path, typer.Argument(help="An OptimizedModel manifest (YAML).")],
+    out: Annotated[
+        Path, typer.Option("--out", help="Folder of the Triton model repository.")
+    ] = Path("build"),
+    benchmark: Annotated[
+        bool, typer.Option("--benchmark/--no-benchmark", help="Time original vs optimized.")
+    ] = True,
+) -> None:
+    """Build a manifest's model locally: prune, export, quantize, gate, benchmark, publish.
+
+    Exit codes: 0 built, 2 invalid manifest, 3 accuracy gate failed, 1 other failure.
+    """
+    from optimodel.build_console import build_and_show
+
+    code = build_and_show(
+        manifest, out, benchmark=benchmark, console=console, err_console=err_console
+    )
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("operator")
 def operator_command() -> None:
     """Run the Kubernetes operator (settings: OPTIMODEL_SETTINGS_FILE and OPTIMODEL_* env)."""

@@ -1,0 +1,512 @@
+"""The build pipeline: load → prune → recover → export → quantize → evaluate → benchmark →
+publish a Triton model repository. `run_build` is the one public entry point (the CLI, the
+builder Job and `optimodel demo` all call it).
+
+The gate metric is measured after every step that changes the model, so a failed build says
+which step caused the drop. Nothing is written outside a staging folder until the gate has
+passed; then the model folder appears in one rename.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib.metadata
+import platform
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from optimodel.model_builder.benchmark import (
+    BenchmarkSettings,
+    benchmark_batch,
+    measure,
+    onnx_runner,
+    torch_runner,
+)
+from optimodel.model_builder.data import (
+    DEFAULT_CALIBRATION_DATA,
+    DEFAULT_EVAL_DATA,
+    TextSet,
+    load_text_set,
+)
+from optimodel.model_builder.errors import (
+    AccuracyGateError,
+    InvalidBuildSpecError,
+    UnsupportedQuantizationError,
+)
+from optimodel.model_builder.evaluate import (
+    Score,
+    gate_verdict,
+    label_ids,
+    onnx_outputs,
+    score_outputs,
+    shortfall,
+)
+from optimodel.model_builder.export import export_onnx
+from optimodel.model_builder.load import LoadedModel, load_model
+from optimodel.model_builder.modeling import (
+    FloatArray,
+    TaskModel,
+    length_sorted_batches,
+    torch_outputs,
+)
+from optimodel.model_builder.prune import prune_magnitude, prune_structured
+from optimodel.model_builder.quantize import (
+    copy_unquantized,
+    matmul_sensitivity,
+    model_size_bytes,
+    quantize_fp16,
+    quantize_int8_dynamic,
+    quantize_int8_static,
+    quantize_weight_only,
+)
+from optimodel.model_builder.recover import distill
+from optimodel.model_builder.report import (
+    AccuracyResult,
+    BuildReport,
+    Measurement,
+    StepName,
+    StepRecord,
+    build_inputs_hash,
+)
+from optimodel.model_builder.repository import (
+    assemble_model_folder,
+    file_hashes,
+    publish_model_folder,
+    staging_directory,
+)
+from optimodel.model_builder.spec import BuildSpec, build_spec_problems
+from optimodel.model_builder.triton_config import ModelSignature, render_triton_config
+
+ProgressState = Literal["started", "advanced", "finished", "skipped"]
+SENSITIVITY_TEXTS = 64  # calibration texts used to rank MatMuls for keepFp32Nodes
+
+
+@dataclass(frozen=True)
+class BuildProgress:
+    """A step started, advanced (completed of total), finished or was skipped."""
+
+    step: StepName
+    state: ProgressState
+    completed: float = 0.0
+    total: float = 1.0
+    detail: str = ""
+
+
+ProgressCallback = Callable[[BuildProgress], None]
+
+
+@dataclass
+class _Run:
+    """Bookkeeping of one build: step records and the gate metric after each step."""
+
+    spec: BuildSpec
+    progress: ProgressCallback | None
+    steps: list[StepRecord] = field(default_factory=list)
+    scores: list[tuple[StepName, Score]] = field(default_factory=list)
+
+    def emit(self, event: BuildProgress) -> None:
+        if self.progress is not None:
+            self.progress(event)
+
+    def skip(self, step: StepName, why: str) -> None:
+        self.emit(BuildProgress(step, "skipped", detail=why))
+
+    @contextmanager
+    def step(self, name: StepName) -> Iterator[_StepOutcome]:
+        self.emit(BuildProgress(name, "started"))
+        outcome = _StepOutcome()
+        started = time.perf_counter()
+        yield outcome
+        seconds = time.perf_counter() - started
+        detail = outcome.detail
+        if outcome.score is not None:
+            self.scores.append((name, outcome.score))
+            detail += f"; {_describe(outcome.score)}"
+        self.steps.append(
+            StepRecord(
+                name=name,
+                detail=detail,
+                seconds=round(seconds, 3),
+                size_bytes=outcome.size_bytes,
+                accuracy=None if outcome.score is None else round(outcome.score.mean, 6),
+            )
+        )
+        self.emit(BuildProgress(name, "finished", 1.0, 1.0, detail))
+
+
+@dataclass
+class _StepOutcome:
+    detail: str = ""
+    size_bytes: int | None = None
+    score: Score | None = None
+
+
+def _describe(score: Score) -> str:
+    text = f"{score.metric} {score.mean:.4f}"
+    return text + (f" (worst {score.min:.4f})" if score.min is not None else "")
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("optimodel", "torch", "transformers", "onnx", "onnxruntime", "numpy"):
+        try:
+            versions[package] = importlib.metadata.version(package)
+        except importlib.metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def culprit_step(
+    scores: list[tuple[StepName, Score]], baseline: Score, worst_case: bool
+) -> tuple[StepName | None, float, float]:
+    """The step whose output lost the most of the gate metric: (step, before, after).
+
+    With `worst_case`, drops are measured on the worst example instead of the mean.
+    """
+
+    def value(score: Score) -> float:
+        return score.min if worst_case and score.min is not None else score.mean
+
+    previous = value(baseline)
+    found: tuple[StepName | None, float, float] = (None, previous, previous)
+    largest = 0.0
+    for name, score in scores:
+        current = value(score)
+        if previous - current > largest:
+            largest = previous - current
+            found = (name, previous, current)
+        previous = current
+    return found
+
+
+def gate_failure_message(
+    result: AccuracyResult, scores: list[tuple[StepName, Score]], baseline: Score
+) -> tuple[str, StepName | None]:
+    """Say by how much the gate was missed and which step caused it."""
+    parts = []
+    worst_case_failed = (
+        result.worst_case_threshold is not None
+        and result.min is not None
+        and result.min < result.worst_case_threshold
+    )
+    if result.mean < result.threshold:
+        parts.append(
+            f"{result.metric} {result.mean:.4f} is {result.threshold - result.mean:.4f} below "
+            f"accuracy.min {result.threshold}"
+        )
+    if worst_case_failed and result.min is not None and result.worst_case_threshold is not None:
+        parts.append(
+            f"worst example {result.min:.4f} is {result.worst_case_threshold - result.min:.4f} "
+            f"below accuracy.worstCaseMin {result.worst_case_threshold}"
+        )
+    step, before, after = culprit_step(
+        scores, baseline, worst_case=worst_case_failed and result.mean >= result.threshold
+    )
+    if step is not None:
+        parts.append(f"the largest drop came from step {step} ({before:.4f} → {after:.4f})")
+    return "; ".join(parts), step
+
+
+def _load_eval(loaded: LoadedModel, spec: BuildSpec) -> tuple[TextSet, list[int] | None]:
+    ref = spec.optimize.eval_data or DEFAULT_EVAL_DATA
+    eval_set = load_text_set(ref, field="spec.optimize.evalData")
+    labels = None
+    if eval_set.labels is not None and loaded.task == "text-classification":
+        id2label = {int(k): str(v) for k, v in loaded.config.id2label.items()}
+        labels = label_ids(eval_set.labels, id2label, field="spec.optimize.evalData.labelField")
+    return eval_set, labels
+
+
+def _check_quantize_applies(spec: BuildSpec, matmuls: int) -> None:
+    quantize = spec.optimize.quantize
+    if quantize.keep_fp32_nodes >= matmuls > 0:
+        raise UnsupportedQuantizationError(
+            f"keepFp32Nodes {quantize.keep_fp32_nodes} keeps every one of the model's "
+            f"{matmuls} weight MatMuls in fp32, so nothing would be quantized",
+            field="spec.optimize.quantize.keepFp32Nodes",
+            fix=f"use fewer than {matmuls} (a handful is typical), or quantize.mode: none",
+        )
+    if quantize.mode != "none" and matmuls == 0:
+        raise UnsupportedQuantizationError(
+            f"quantize.mode {quantize.mode!r} finds no MatMul with constant weights to quantize",
+            field="spec.optimize.quantize.mode",
+            fix="use quantize.mode: none for this model",
+        )
+
+
+def run_build(
+    spec: BuildSpec,
+    out_dir: Path,
+    *,
+    progress: ProgressCallback | None = None,
+    benchmark: bool = True,
+    benchmark_settings: BenchmarkSettings | None = None,
+) -> BuildReport:
+    """Build, gate and publish `spec` as the Triton model folder `out_dir/<spec.name>`.
+
+    Raises AccuracyGateError (carrying the failed report) when the gate is missed, and other
+    BuildErrors for bad input; in every failure case nothing is written to `out_dir`.
+    """
+    problems = build_spec_problems(spec.source, spec.optimize, spec.serving)
+    if problems:
+        raise InvalidBuildSpecError(
+            "; ".join(f"{p.path}: {p.message}" for p in problems),
+            field=problems[0].path,
+            fix="; ".join(p.fix for p in problems),
+        )
+    run = _Run(spec, progress)
+    optimize = spec.optimize
+    gate = optimize.accuracy
+    created_at = datetime.now(UTC)
+    with staging_directory(out_dir, spec.name) as staging:
+        work = staging / "work"
+        work.mkdir()
+        with run.step("load") as outcome:
+            loaded = load_model(spec.source)
+            eval_set, labels = _load_eval(loaded, spec)
+            max_length = loaded.max_sequence_length
+            reference = torch_outputs(
+                loaded.task_model, loaded.tokenizer, eval_set.texts, max_length
+            )
+            baseline = score_outputs(gate.metric, reference, reference, labels)
+            outcome.size_bytes = loaded.size_bytes
+            outcome.detail = (
+                f"{loaded.model_type} from {loaded.source_dir}; {len(eval_set)} eval texts "
+                f"from {eval_set.origin}"
+            )
+            if gate.metric == "accuracy":
+                outcome.score = baseline
+
+        calibration_ref = optimize.calibration_data or DEFAULT_CALIBRATION_DATA
+        needs_calibration = (
+            optimize.prune.method == "structured"
+            or optimize.quantize.mode == "int8-static"
+            or optimize.quantize.keep_fp32_nodes > 0
+        )
+        calibration = (
+            load_text_set(calibration_ref, field="spec.optimize.calibrationData").texts
+            if needs_calibration
+            else []
+        )
+
+        model: TaskModel = loaded.task_model
+        prune = optimize.prune
+        if prune.method == "none":
+            run.skip("prune", "prune.method: none")
+        else:
+            with run.step("prune") as outcome:
+                model = copy.deepcopy(loaded.task_model)
+                if prune.method == "magnitude":
+                    outcome.detail = prune_magnitude(model, prune.sparsity)
+                else:
+                    outcome.detail = prune_structured(
+                        model,
+                        loaded.tokenizer,
+                        calibration,
+                        sparsity=prune.sparsity,
+                        target=prune.target,
+                        max_length=max_length,
+                    )
+                outcome.score = _score_torch(
+                    model, loaded, eval_set, reference, labels, gate.metric
+                )
+
+        if prune.method != "structured" or prune.recovery.method == "none":
+            run.skip("recover", "prune.recovery.method: none")
+        else:
+            with run.step("recover") as outcome:
+                steps = prune.recovery.steps
+
+                def on_step(done: int, loss: float) -> None:
+                    run.emit(BuildProgress("recover", "advanced", done, steps, f"loss {loss:.4f}"))
+
+                outcome.detail = distill(
+                    model,
+                    loaded.task_model,
+                    loaded.tokenizer,
+                    calibration,
+                    steps=steps,
+                    max_length=max_length,
+                    on_step=on_step,
+                )
+                outcome.score = _score_torch(
+                    model, loaded, eval_set, reference, labels, gate.metric
+                )
+
+        exported = work / "exported.onnx"
+        with run.step("export") as outcome:
+            signature: ModelSignature = export_onnx(
+                model, loaded.tokenizer, exported, max_length=max_length
+            )
+            outcome.detail = (
+                f"ONNX opset 17, dynamic batch and sequence axes, output {model.output_name}"
+            )
+            outcome.size_bytes = model_size_bytes(exported)
+            outcome.score = _score_onnx(exported, loaded, eval_set, reference, labels, gate.metric)
+
+        quantized = work / "quantized.onnx"
+        quantize = optimize.quantize
+        if quantize.mode == "none":
+            run.skip("quantize", "quantize.mode: none")
+            copy_unquantized(exported, quantized)
+        else:
+            with run.step("quantize") as outcome:
+                outcome.detail = _quantize(
+                    exported, quantized, spec, loaded, calibration, max_length
+                )
+                outcome.size_bytes = model_size_bytes(quantized)
+                outcome.score = _score_onnx(
+                    quantized, loaded, eval_set, reference, labels, gate.metric
+                )
+
+        with run.step("evaluate") as outcome:
+            final_score = run.scores[-1][1]
+            verdict = gate_verdict(final_score, gate)
+            outcome.detail = (
+                f"gate {'passed' if verdict.passed else 'FAILED'} on {len(eval_set)} texts"
+            )
+
+        original = Measurement(size_bytes=loaded.size_bytes)
+        optimized = Measurement(size_bytes=model_size_bytes(quantized))
+        report = BuildReport(
+            name=spec.name,
+            spec_hash=build_inputs_hash(spec.source, optimize),
+            passed=False,
+            source_uri=spec.source.uri,
+            task=spec.source.task,
+            steps=run.steps,
+            original=original,
+            optimized=optimized,
+            accuracy=verdict,
+            signature=signature,
+            versions=_versions(),
+            created_at=created_at,
+        )
+        if not verdict.passed:
+            message, step = gate_failure_message(verdict, run.scores, baseline)
+            report.failure = message
+            raise AccuracyGateError(
+                message, report=report, shortfall=shortfall(verdict), culprit=step
+            )
+
+        if benchmark:
+            with run.step("benchmark") as outcome:
+                settings = benchmark_settings or BenchmarkSettings()
+                single = benchmark_batch(
+                    loaded.tokenizer, eval_set.texts, 1, settings.sequence_length
+                )
+                full = benchmark_batch(
+                    loaded.tokenizer, eval_set.texts, settings.batch_size, settings.sequence_length
+                )
+                measured = measure(
+                    {
+                        "original": torch_runner(loaded.task_model),
+                        "optimized": onnx_runner(quantized, settings.thread_count),
+                    },
+                    {"original": original.size_bytes, "optimized": optimized.size_bytes},
+                    single,
+                    full,
+                    settings,
+                )
+                report.original, report.optimized = measured["original"], measured["optimized"]
+                speedup = (report.optimized.throughput or 0) / max(
+                    1e-9, report.original.throughput or 0
+                )
+                outcome.detail = (
+                    f"PyTorch eager fp32 vs optimized ONNX, batch {settings.batch_size} x "
+                    f"{settings.sequence_length} tokens, {settings.thread_count} threads: "
+                    f"{speedup:.2f}x throughput"
+                )
+        else:
+            run.skip("benchmark", "benchmark disabled")
+        report.steps = run.steps
+
+        config_text = render_triton_config(spec.name, signature, spec.serving)
+        folder = assemble_model_folder(
+            staging, spec.name, model=quantized, config_text=config_text, tokenizer=loaded.tokenizer
+        )
+        report.hashes = file_hashes(folder)
+        report.passed = True
+        publish_model_folder(folder, report, out_dir)
+    return report
+
+
+def _score_torch(
+    model: TaskModel,
+    loaded: LoadedModel,
+    eval_set: TextSet,
+    reference: FloatArray,
+    labels: list[int] | None,
+    metric: str,
+) -> Score:
+    outputs = torch_outputs(model, loaded.tokenizer, eval_set.texts, loaded.max_sequence_length)
+    return score_outputs(metric, reference, outputs, labels)
+
+
+def _score_onnx(
+    path: Path,
+    loaded: LoadedModel,
+    eval_set: TextSet,
+    reference: FloatArray,
+    labels: list[int] | None,
+    metric: str,
+) -> Score:
+    outputs = onnx_outputs(path, loaded.tokenizer, eval_set.texts, loaded.max_sequence_length)
+    return score_outputs(metric, reference, outputs, labels)
+
+
+def _quantize(
+    exported: Path,
+    target: Path,
+    spec: BuildSpec,
+    loaded: LoadedModel,
+    calibration: list[str],
+    max_length: int,
+) -> str:
+    import onnx
+
+    from optimodel.model_builder.quantize import weight_matmuls
+
+    quantize = spec.optimize.quantize
+    matmuls = len(weight_matmuls(onnx.load(str(exported), load_external_data=False)))
+    _check_quantize_applies(spec, matmuls)
+    keep: list[str] = []
+    if quantize.keep_fp32_nodes:
+        batches = [
+            batch
+            for _, batch in length_sorted_batches(
+                loaded.tokenizer, calibration[:SENSITIVITY_TEXTS], max_length, 32
+            )
+        ]
+        ranked = matmul_sensitivity(exported, batches, per_channel=quantize.per_channel)
+        keep = [name for name, _ in ranked[: quantize.keep_fp32_nodes]]
+    match quantize.mode:
+        case "int8-dynamic":
+            return quantize_int8_dynamic(
+                exported, target, per_channel=quantize.per_channel, keep_fp32=keep
+            )
+        case "int8-static":
+            batches = [
+                batch
+                for _, batch in length_sorted_batches(loaded.tokenizer, calibration, max_length, 16)
+            ]
+            return quantize_int8_static(
+                exported,
+                target,
+                calibration=batches,
+                per_channel=quantize.per_channel,
+                keep_fp32=keep,
+            )
+        case "fp16":
+            return quantize_fp16(exported, target)
+        case "int8-weight-only":
+            return quantize_weight_only(exported, target, bits=8)
+        case "int4-weight-only":
+            return quantize_weight_only(exported, target, bits=4)
+        case _:
+            return copy_unquantized(exported, target)

@@ -1,0 +1,45 @@
+"""From an OptimizedModel manifest file to the builder's BuildSpec (what `optimodel build`
+and `optimodel demo` run): the manifest is validated exactly as `optimodel validate` does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from optimodel.model_builder.spec import BuildSpec, SpecProblem
+from optimodel.operator.api import KIND
+from optimodel.operator.validation import ManifestError, parse_spec, validate_file
+
+
+def build_spec_from_manifest(path: Path) -> BuildSpec:
+    """The BuildSpec of the one OptimizedModel in `path` (name = metadata.name).
+
+    Raises ManifestError listing every problem when the manifest is invalid, or when the
+    file holds no OptimizedModel or more than one.
+    """
+    results = [r for r in validate_file(path) if r.kind == KIND or not r.valid]
+    problems = [problem for result in results for problem in result.problems]
+    if problems:
+        raise ManifestError(problems)
+    if len(results) != 1:
+        found = ", ".join(str(r.name) for r in results) or "none"
+        raise ManifestError(
+            [
+                SpecProblem(
+                    "(file)",
+                    f"{path} holds {len(results)} {KIND} manifests ({found})",
+                    f"pass a file with exactly one {KIND}",
+                )
+            ]
+        )
+    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if isinstance(doc, dict)]
+    document = next(doc for doc in documents if doc.get("kind") == KIND)
+    spec = parse_spec(document)
+    return BuildSpec(
+        name=str(document["metadata"]["name"]),
+        source=spec.source,
+        optimize=spec.optimize,
+        serving=spec.serving,
+    )

