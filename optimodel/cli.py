@@ -109,5 +109,147 @@ def operator_command() -> None:
     raise typer.Exit(run_operator())
 
 
+def _concurrencies(text: str) -> tuple[int, ...]:
+    try:
+        levels = tuple(int(part) for part in text.split(",") if part.strip())
+    except ValueError:
+        levels = ()
+    if not levels or min(levels) < 1:
+        raise typer.BadParameter(
+            f"{text!r}: give positive integers separated by commas, e.g. 1,8,64"
+        )
+    return levels
+
+
+HttpPort = Annotated[int, typer.Option("--http-port", help="HTTP (KServe v2) port.")]
+GrpcPort = Annotated[int, typer.Option("--grpc-port", help="gRPC port.")]
+MetricsPort = Annotated[int, typer.Option("--metrics-port", help="Prometheus metrics port.")]
+
+
+@app.command()
+def serve(
+    repository: Annotated[
+        Path, typer.Argument(help="A built model folder (OUT/<name>) or the OUT folder.")
+    ],
+    http_port: HttpPort = 8000,
+    grpc_port: GrpcPort = 8001,
+    metrics_port: MetricsPort = 8002,
+    with_unbatched: Annotated[
+        bool, typer.Option(help="Also serve <name>-unbatched (dynamic batching off).")
+    ] = False,
+    threads: Annotated[
+        int, typer.Option(help="onnxruntime intra-op threads per instance (0: its default).")
+    ] = 0,
+) -> None:
+    """Serve a built repository on the real Triton server (127.0.0.1) until Ctrl-C.
+
+    Exit codes: 0 stopped, 1 server failed, 2 invalid repository, 3 port taken.
+    """
+    from optimodel.local.server import ServerPorts
+    from optimodel.local.terminal import serve_until_stopped
+
+    code = serve_until_stopped(
+        repository,
+        ServerPorts(http_port, grpc_port, metrics_port),
+        with_unbatched=with_unbatched,
+        intra_op_threads=threads,
+        console=console,
+        err_console=err_console,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def loadtest(
+    repository: Annotated[
+        Path, typer.Argument(help="A built model folder (OUT/<name>) or the OUT folder.")
+    ],
+    concurrency: Annotated[
+        str, typer.Option(help="Concurrency levels, comma-separated.")
+    ] = "1,8,32,64",
+    duration: Annotated[float, typer.Option(help="Seconds measured per level.")] = 5.0,
+    tokens: Annotated[
+        int | None, typer.Option(help="Tokens per request (default: short real texts).")
+    ] = None,
+    compare_unbatched: Annotated[
+        bool, typer.Option(help="Also measure a twin with dynamic batching off.")
+    ] = True,
+    tool: Annotated[
+        str, typer.Option(help="auto (perf_analyzer if it runs), perf_analyzer or tritonclient.")
+    ] = "auto",
+    url: Annotated[
+        str | None, typer.Option(help="gRPC host:port of a running server (else start one).")
+    ] = None,
+    metrics_url: Annotated[
+        str | None, typer.Option(help="Metrics URL of that server (for the average batch).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model name on that server.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write a PNG plot here.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the numbers here.")] = None,
+    http_port: HttpPort = 8000,
+    grpc_port: GrpcPort = 8001,
+    metrics_port: MetricsPort = 8002,
+) -> None:
+    """Concurrency sweep on the real Triton server: throughput, p50/p99, average batch."""
+    from optimodel.local.server import ServerPorts
+    from optimodel.local.terminal import loadtest_and_show
+
+    if tool not in ("auto", "perf_analyzer", "tritonclient"):
+        raise typer.BadParameter(f"--tool {tool!r}: use auto, perf_analyzer or tritonclient")
+    code = loadtest_and_show(
+        repository,
+        ports=ServerPorts(http_port, grpc_port, metrics_port),
+        concurrencies=_concurrencies(concurrency),
+        duration_s=duration,
+        sequence_length=tokens,
+        compare_unbatched=compare_unbatched,
+        tool=tool,
+        grpc_url=url,
+        metrics_url=metrics_url,
+        model_name=model,
+        plot=plot,
+        json_path=json_out,
+        console=console,
+        err_console=err_console,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def demo(
+    manifest: Annotated[
+        Path, typer.Option(help="The OptimizedModel manifest to build and serve.")
+    ] = Path("examples/minilm-int8.yaml"),
+    out: Annotated[Path, typer.Option(help="Where the build, plot and numbers go.")] = Path(
+        "build/demo"
+    ),
+    rebuild: Annotated[bool, typer.Option(help="Build even if a matching build exists.")] = False,
+    concurrency: Annotated[
+        str, typer.Option(help="Load-test concurrency levels, comma-separated.")
+    ] = "1,8,64",
+    duration: Annotated[float, typer.Option(help="Seconds measured per load level.")] = 3.0,
+    http_port: HttpPort = 8000,
+    grpc_port: GrpcPort = 8001,
+    metrics_port: MetricsPort = 8002,
+) -> None:
+    """Build → serve on Triton → query over HTTP and gRPC → load test → table and plot."""
+    from optimodel.local.demo import DemoOptions, run_demo
+    from optimodel.local.server import ServerPorts
+
+    options = DemoOptions(
+        manifest=manifest,
+        out=out,
+        ports=ServerPorts(http_port, grpc_port, metrics_port),
+        concurrencies=_concurrencies(concurrency),
+        duration_s=duration,
+        rebuild=rebuild,
+    )
+    code = run_demo(options, console, err_console)
+    if code:
+        raise typer.Exit(code)
+
+
 if __name__ == "__main__":
     app()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -83,6 +84,27 @@ def check_ports_free(ports: ServerPorts, host: str = LOCALHOST) -> None:
                     f"{role} port {port} on {host} is already in use ({error.strerror}); stop "
                     f"what listens there or pass --{role}-port with a free port"
                 ) from error
+
+
+# Triton logs this error on every machine without a GPU driver; it is not a problem.
+_BENIGN_ERRORS = ("CudaDriverHelper",)
+_FAILED_LOAD = re.compile(r"failed to load '([^']+)' version \d+: (.*)")
+
+
+def startup_problems(log: str) -> list[str]:
+    """The errors that matter in a server log: failed model loads first, then other errors."""
+    failed, other = [], []
+    for line in log.splitlines():
+        match = _FAILED_LOAD.search(line)
+        if match:
+            # The message carries a Python traceback as literal "\n"s: keep its first line.
+            reason = match.group(2).split("\\n")[0].rstrip('"')
+            failed.append(f"model {match.group(1)!r} failed to load: {reason}")
+        elif line.startswith("E") and not any(b in line for b in _BENIGN_ERRORS):
+            other.append(line.split("] ", 1)[-1].split("\\n")[0].strip('"'))
+        elif line.startswith("error:"):
+            other.append(line)
+    return failed or other
 
 
 def log_tail(path: Path, lines: int = 25) -> str:
@@ -171,15 +193,18 @@ class TritonServer:
         while time.monotonic() < deadline:
             code = self.process.poll()
             if code is not None:
-                tail = log_tail(self.log_path)
-                if "address already in use" in tail.lower():
+                log = self.log_path.read_text(errors="replace")
+                problems = startup_problems(log) or [log_tail(self.log_path)]
+                summary = "\n  ".join(problems)
+                if "address already in use" in log.lower():
                     raise PortInUseError(
                         f"tritonserver could not bind a port (exit {code}); pass free "
-                        f"--http-port/--grpc-port/--metrics-port. Server log:\n{tail}"
+                        f"--http-port/--grpc-port/--metrics-port:\n  {summary}"
                     )
                 raise ServerError(
-                    f"tritonserver exited with code {code} while starting; server log "
-                    f"({self.log_path}):\n{tail}"
+                    f"tritonserver exited with code {code} while starting:\n  {summary}\n"
+                    f"fix: rebuild the model with `optimodel build` if its files are damaged; "
+                    f"full server log: {self.log_path}"
                 )
             with contextlib.suppress(OSError), urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:
@@ -275,6 +300,7 @@ def serve_built_repository(
     models = find_built_models(built)
     own_workdir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="optimodel-serve-")) if workdir is None else workdir
+    keep = False
     try:
         local = derive_local_repository(
             models,
@@ -284,14 +310,18 @@ def serve_built_repository(
             allow_spinning=allow_spinning,
         )
         server = TritonServer(root / "repository", ports or ServerPorts())
-        server.start(startup_timeout_s)
+        try:
+            server.start(startup_timeout_s)
+        except ServerError:
+            keep = True  # the error message points at the server log in there
+            raise
         running = LocalServer(server, local, root)
         try:
             yield running
         finally:
             running.leftover_shm = server.stop()
     finally:
-        if own_workdir:
+        if own_workdir and not keep:
             shutil.rmtree(root, ignore_errors=True)
 
 

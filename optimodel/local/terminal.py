@@ -81,6 +81,7 @@ def serve_until_stopped(
         except startup_errors as error:
             return report_startup_error(error, err_console)
         except (KeyboardInterrupt, _StopRequestedError):
+            err_console.print("stopped while starting; the server was shut down")
             return EXIT_OK
         server = running.server
         try:
