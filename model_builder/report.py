@@ -19,6 +19,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from optimodel.model_builder.serving_choice import ServingChoice
 from optimodel.model_builder.spec import Optimize, Source, SpecModel
 from optimodel.model_builder.triton_config import ModelSignature
 
@@ -89,6 +90,10 @@ class BuildReport(SpecModel):
     versions: dict[str, str] = Field(default_factory=dict)
     hashes: dict[str, str] = Field(default_factory=dict, description="sha256 of each file.")
     created_at: datetime
+    serving_choice: ServingChoice | None = Field(
+        default=None,
+        description="Batching and instances chosen from a serving sweep (`optimodel tune`).",
+    )
 
     @property
     def size_reduction(self) -> float | None:

@@ -1,0 +1,238 @@
+"""Serving sweep on the real Triton server, and the tuner built on it.
+
+`run_serving_sweep` serves one built model under several batching configurations at once
+(one python-backend model per configuration, over the same model.onnx) and loads each at
+increasing concurrency; at every level the configurations take turns, so drift of a shared
+machine hits them alike. `tune_artifact` feeds the sweep to the pure
+`choose_serving_config` (the in-loop Model Analyzer) and records the choice in the build's
+report.json, optionally rewriting the artifact's config.pbtxt to match.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from optimodel.local.installation import find_perf_analyzer
+from optimodel.local.loadtest import (
+    LoadResult,
+    Payload,
+    fit_to_signature,
+    run_client_load,
+    run_perf_analyzer,
+    tokenize,
+)
+from optimodel.local.repository import BuiltModel, derive_local_repository, find_built_models
+from optimodel.local.server import ServerPorts, TritonServer, free_ports
+from optimodel.model_builder.report import CONFIG_FILE, REPORT_FILE, BuildReport
+from optimodel.model_builder.serving_choice import (
+    ServingChoice,
+    ServingConfig,
+    SweepPoint,
+    choose_serving_config,
+)
+
+LoadTool = Literal["auto", "perf_analyzer", "tritonclient"]
+
+DEFAULT_CONFIGS = (
+    ServingConfig(dynamic_batching=False, instances=1),
+    ServingConfig(dynamic_batching=False, instances=2),
+    ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=500, instances=1),
+    ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=5000, instances=1),
+    ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=500, instances=2),
+)
+DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
+
+
+def config_model_name(base: str, config: ServingConfig) -> str:
+    """The served name of BASE under CONFIG, e.g. `minilm-b500-i2` or `minilm-nb-i1`."""
+    batching = f"b{config.max_queue_delay_microseconds}" if config.dynamic_batching else "nb"
+    return f"{base}-{batching}-i{config.instances}"
+
+
+def configured_variant(model: BuiltModel, config: ServingConfig) -> BuiltModel:
+    """MODEL served under CONFIG (same model.onnx, other batching and instances)."""
+    serving = model.serving.model_copy(
+        update={
+            "dynamic_batching": config.dynamic_batching,
+            "max_queue_delay_microseconds": config.max_queue_delay_microseconds,
+            "instances": config.instances,
+            "preferred_batch_sizes": (
+                model.serving.preferred_batch_sizes if config.dynamic_batching else []
+            ),
+        }
+    )
+    return dataclasses.replace(model, name=config_model_name(model.name, config), serving=serving)
+
+
+@dataclass(frozen=True)
+class SweepResult:
+    """Every measured point, and how they were measured."""
+
+    model: str
+    tool: str
+    sequence_length: int
+    duration_s: float
+    points: list[SweepPoint]
+    load_average_before: tuple[float, float, float]
+    load_average_after: tuple[float, float, float]
+
+
+SweepProgress = Callable[[int, int, str], None]  # (done, total, what)
+
+
+def run_serving_sweep(
+    artifact: Path,
+    *,
+    configs: Sequence[ServingConfig] = DEFAULT_CONFIGS,
+    concurrencies: Sequence[int] = DEFAULT_CONCURRENCY,
+    duration_s: float = 3.0,
+    sequence_length: int = 64,
+    tool: LoadTool = "auto",
+    progress: SweepProgress | None = None,
+) -> SweepResult:
+    """Measure every configuration at every concurrency on one real Triton server."""
+    model = find_built_models(artifact)[0]
+    tokenizer_dir = model.directory / "tokenizer"
+    if not tokenizer_dir.is_dir():
+        raise FileNotFoundError(f"{tokenizer_dir}: the sweep sends real tokens; rebuild")
+    payloads: list[Payload] = fit_to_signature(
+        tokenize(tokenizer_dir, 256, sequence_length), model.signature
+    )
+    perf_analyzer = find_perf_analyzer() if tool != "tritonclient" else None
+    if tool == "perf_analyzer" and perf_analyzer is None:
+        raise FileNotFoundError("perf_analyzer not found: pip install tritonclient==2.51.0")
+    variants = {config: configured_variant(model, config) for config in configs}
+    load_before = os.getloadavg()
+    root = Path(tempfile.mkdtemp(prefix="optimodel-sweep-"))
+    points: list[SweepPoint] = []
+    total = len(configs) * len(concurrencies)
+    try:
+        derive_local_repository(list(variants.values()), root / "repository")
+        server = TritonServer(root / "repository", ServerPorts(*free_ports(3)))
+        server.start(timeout_s=300)
+        try:
+            for level in concurrencies:
+                # Alternate the configuration order at each level (serpentine).
+                ordered = list(configs) if level % 2 else list(reversed(configs))
+                for config in ordered:
+                    name = variants[config].name
+                    if progress is not None:
+                        progress(len(points), total, f"{config.label}, concurrency {level}")
+                    result = _measure(
+                        server, name, payloads, level, duration_s, perf_analyzer is not None
+                    )
+                    points.append(
+                        SweepPoint(
+                            config=config,
+                            concurrency=level,
+                            throughput=round(result.throughput, 2),
+                            latency_p50_ms=round(result.latency_p50_ms, 3),
+                            latency_p99_ms=round(result.latency_p99_ms, 3),
+                            errors=result.errors,
+                            average_batch=(
+                                round(result.average_batch, 2) if result.average_batch else None
+                            ),
+                        )
+                    )
+        finally:
+            server.stop()
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return SweepResult(
+        model=model.name,
+        tool="perf_analyzer" if perf_analyzer is not None else "tritonclient-grpc-aio",
+        sequence_length=sequence_length,
+        duration_s=duration_s,
+        points=points,
+        load_average_before=load_before,
+        load_average_after=os.getloadavg(),
+    )
+
+
+def _measure(
+    server: TritonServer,
+    name: str,
+    payloads: list[Payload],
+    concurrency: int,
+    duration_s: float,
+    use_perf_analyzer: bool,
+) -> LoadResult:
+    if use_perf_analyzer:
+        perf_analyzer = find_perf_analyzer()
+        assert perf_analyzer is not None
+        return run_perf_analyzer(
+            perf_analyzer,
+            server.grpc_url,
+            name,
+            payloads,
+            concurrency=concurrency,
+            duration_s=duration_s,
+            metrics_url=server.metrics_url,
+        )
+    return run_client_load(
+        server.grpc_url,
+        name,
+        payloads,
+        concurrency=concurrency,
+        duration_s=duration_s,
+        warmup_s=0.5,
+        metrics_url=server.metrics_url,
+    )
+
+
+def apply_serving_choice(artifact: Path, choice: ServingChoice, *, rewrite_config: bool) -> Path:
+    """Record CHOICE in the artifact's report.json (and its config.pbtxt if asked)."""
+    model = find_built_models(artifact)[0]
+    report_path = model.directory / REPORT_FILE
+    report = BuildReport.read(report_path)
+    report.serving_choice = choice
+    report.write(report_path)
+    if rewrite_config:
+        _rewrite_batching(model.directory / CONFIG_FILE, choice.config)
+    return report_path
+
+
+def _rewrite_batching(config_path: Path, config: ServingConfig) -> None:
+    """Set dynamic batching and instance count in a built config.pbtxt, keeping the rest."""
+    from google.protobuf import text_format  # type: ignore[import-untyped]
+    from tritonclient.grpc import model_config_pb2
+
+    parsed = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
+    if config.dynamic_batching:
+        parsed.dynamic_batching.max_queue_delay_microseconds = config.max_queue_delay_microseconds
+    else:
+        parsed.ClearField("dynamic_batching")
+    if not parsed.instance_group:
+        parsed.instance_group.add()
+    for group in parsed.instance_group:
+        group.count = config.instances
+    config_path.write_text(text_format.MessageToString(parsed))
+
+
+def tune_artifact(
+    artifact: Path,
+    p99_target_ms: float,
+    *,
+    configs: Sequence[ServingConfig] = DEFAULT_CONFIGS,
+    concurrencies: Sequence[int] = DEFAULT_CONCURRENCY,
+    duration_s: float = 3.0,
+    tool: LoadTool = "auto",
+    progress: SweepProgress | None = None,
+) -> tuple[SweepResult, ServingChoice]:
+    """Sweep ARTIFACT on the real server and choose its configuration for the target."""
+    sweep = run_serving_sweep(
+        artifact,
+        configs=configs,
+        concurrencies=concurrencies,
+        duration_s=duration_s,
+        tool=tool,
+        progress=progress,
+    )
+    return sweep, choose_serving_config(sweep.points, p99_target_ms)
