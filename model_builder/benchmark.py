@@ -80,9 +80,16 @@ def onnx_runner(path: Path, threads: int) -> Runner:
 
 
 @dataclass
-class _Timings:
+class RunnerTimings:
+    """Raw timings of one runner: every batch-1 latency, every round's throughput."""
+
     latencies: list[float]
-    throughput: float = 0.0
+    round_throughputs: list[float]
+
+    @property
+    def throughput(self) -> float:
+        """The best round: the one least disturbed by other load on the machine."""
+        return max(self.round_throughputs, default=0.0)
 
 
 def _one_round(
@@ -90,7 +97,7 @@ def _one_round(
     single: TokenBatch,
     full: TokenBatch,
     settings: BenchmarkSettings,
-    timings: _Timings,
+    timings: RunnerTimings,
 ) -> None:
     run(single)
     for _ in range(settings.latency_calls_per_round):
@@ -106,7 +113,41 @@ def _one_round(
         elapsed = time.perf_counter() - start
         if elapsed >= settings.seconds_per_round and calls >= 2:
             break
-    timings.throughput = max(timings.throughput, calls * full.input_ids.shape[0] / elapsed)
+    timings.round_throughputs.append(calls * full.input_ids.shape[0] / elapsed)
+
+
+def time_runners(
+    runners: dict[str, Runner],
+    single: TokenBatch,
+    full: TokenBatch,
+    settings: BenchmarkSettings,
+) -> dict[str, RunnerTimings]:
+    """Time every runner in interleaved rounds, with the settings' thread count."""
+    previous_threads = torch.get_num_threads()
+    torch.set_num_threads(settings.thread_count)
+    timings = {name: RunnerTimings(latencies=[], round_throughputs=[]) for name in runners}
+    try:
+        for _ in range(settings.rounds):
+            for name, run in runners.items():
+                _one_round(run, single, full, settings, timings[name])
+    finally:
+        torch.set_num_threads(previous_threads)
+    return timings
+
+
+def to_measurement(
+    timings: RunnerTimings, size_bytes: int, settings: BenchmarkSettings
+) -> Measurement:
+    latencies_ms = np.asarray(timings.latencies) * 1000.0
+    return Measurement(
+        size_bytes=size_bytes,
+        latency_p50_ms=round(float(np.percentile(latencies_ms, 50)), 3),
+        latency_p95_ms=round(float(np.percentile(latencies_ms, 95)), 3),
+        throughput=round(timings.throughput, 2),
+        batch_size=settings.batch_size,
+        sequence_length=settings.sequence_length,
+        threads=settings.thread_count,
+    )
 
 
 def measure(
@@ -116,26 +157,6 @@ def measure(
     full: TokenBatch,
     settings: BenchmarkSettings,
 ) -> dict[str, Measurement]:
-    """Time every runner in interleaved rounds; one Measurement per runner."""
-    previous_threads = torch.get_num_threads()
-    torch.set_num_threads(settings.thread_count)
-    timings = {name: _Timings(latencies=[]) for name in runners}
-    try:
-        for _ in range(settings.rounds):
-            for name, run in runners.items():
-                _one_round(run, single, full, settings, timings[name])
-    finally:
-        torch.set_num_threads(previous_threads)
-    results = {}
-    for name, timing in timings.items():
-        latencies_ms = np.asarray(timing.latencies) * 1000.0
-        results[name] = Measurement(
-            size_bytes=sizes[name],
-            latency_p50_ms=round(float(np.percentile(latencies_ms, 50)), 3),
-            latency_p95_ms=round(float(np.percentile(latencies_ms, 95)), 3),
-            throughput=round(timing.throughput, 2),
-            batch_size=settings.batch_size,
-            sequence_length=settings.sequence_length,
-            threads=settings.thread_count,
-        )
-    return results
+    """One Measurement per runner, timed in interleaved rounds."""
+    timings = time_runners(runners, single, full, settings)
+    return {name: to_measurement(timings[name], sizes[name], settings) for name in runners}

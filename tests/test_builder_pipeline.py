@@ -38,7 +38,7 @@ def _spec(name: str = "tiny", kind: str = "bert", **optimize: Any) -> BuildSpec:
     return BuildSpec.model_validate(
         {
             "name": name,
-            "source": {"uri": f"file://{tiny_model_dir(kind)}", "task": task},  # type: ignore[arg-type]
+            "source": {"uri": f"file://{tiny_model_dir(kind)}", "task": task},
             "optimize": {
                 "accuracy": {"metric": "cosine", "min": 0.9},
                 "evalData": {"uri": "builtin://eval-texts", "maxSamples": 64},
