@@ -36,6 +36,15 @@ crd: setup
 	$(BIN)/optimodel crd
 	cp crds/optimizedmodel.yaml charts/optimodel/crds/optimizedmodel.yaml
 
+# Side-by-side benchmark against PyTorch, torch.ao, onnxruntime and Optimum (≈ 15 min on 2
+# cores): writes benchmarks/results/ and README.md's performance table. bench-quick: 2-3 min.
+.PHONY: bench bench-quick
+bench: setup
+	$(BIN)/python -m benchmarks.compare
+
+bench-quick: setup
+	$(BIN)/python -m benchmarks.compare --quick
+
 constraints: setup
 	(echo '# Versions resolved together and tested (pip check clean). Regenerate: make constraints'; \
 	 $(BIN)/python -m pip freeze --exclude-editable | sed 's/^torch==2.13.0+cpu$$/torch==2.13.0/') > constraints.txt

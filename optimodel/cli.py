@@ -251,5 +251,42 @@ def demo(
         raise typer.Exit(code)
 
 
+@app.command()
+def tune(
+    artifact: Annotated[
+        Path, typer.Argument(help="A built model folder (OUT/<name>) from `optimodel build`.")
+    ],
+    p99_target_ms: Annotated[
+        float, typer.Option("--p99-target-ms", help="Highest acceptable p99 latency (ms).")
+    ],
+    concurrency: Annotated[
+        str, typer.Option(help="Concurrency levels of the sweep, comma-separated.")
+    ] = "1,2,4,8,16,32,64",
+    duration: Annotated[float, typer.Option(help="Seconds measured per point.")] = 3.0,
+    apply: Annotated[
+        bool, typer.Option("--apply", help="Also rewrite the artifact's config.pbtxt.")
+    ] = False,
+) -> None:
+    """Pick batching delay and instances for a p99 target from a sweep on the real Triton server.
+
+    Records the choice in the artifact's report.json (servingChoice). Exit 3: no
+    configuration met the target (the closest one is recorded).
+    """
+    from optimodel.local.tuning import tune_and_show
+
+    if p99_target_ms <= 0:
+        raise typer.BadParameter(f"{p99_target_ms}: give a positive number of milliseconds")
+    code = tune_and_show(
+        artifact,
+        p99_target_ms,
+        concurrencies=_concurrencies(concurrency),
+        duration_s=duration,
+        rewrite_config=apply,
+        console=console,
+    )
+    if code:
+        raise typer.Exit(code)
+
+
 if __name__ == "__main__":
     app()

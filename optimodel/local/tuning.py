@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from optimodel.local.installation import find_perf_analyzer
 from optimodel.local.loadtest import (
@@ -37,6 +37,9 @@ from optimodel.model_builder.serving_choice import (
     SweepPoint,
     choose_serving_config,
 )
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 LoadTool = Literal["auto", "perf_analyzer", "tritonclient"]
 
@@ -236,3 +239,60 @@ def tune_artifact(
         progress=progress,
     )
     return sweep, choose_serving_config(sweep.points, p99_target_ms)
+
+
+def tune_and_show(
+    artifact: Path,
+    p99_target_ms: float,
+    *,
+    concurrencies: Sequence[int],
+    duration_s: float,
+    rewrite_config: bool,
+    console: Console,
+) -> int:
+    """`optimodel tune`: sweep, choose, record; print the sweep and the choice.
+
+    Returns 0 when a configuration meets the target, 3 when none does (the closest one is
+    still recorded, with metTarget false).
+    """
+    from rich.table import Table
+
+    def progress(done: int, total: int, what: str) -> None:
+        console.print(f"[dim]{done + 1}/{total} {what}[/dim]")
+
+    sweep, choice = tune_artifact(
+        artifact,
+        p99_target_ms,
+        concurrencies=concurrencies,
+        duration_s=duration_s,
+        progress=progress,
+    )
+    table = Table(title=f"{sweep.model}: inf/s / p99 ms ({sweep.tool}, batch-1 requests)")
+    table.add_column("configuration")
+    for level in concurrencies:
+        table.add_column(f"c={level}", justify="right")
+    for config in dict.fromkeys(point.config for point in sweep.points):
+        cells = []
+        for level in concurrencies:
+            found = [p for p in sweep.points if p.config == config and p.concurrency == level]
+            cells.append(
+                f"{found[0].throughput:.0f} / {found[0].latency_p99_ms:.0f}" if found else "-"
+            )
+        marker = " [green]←[/green]" if config == choice.config else ""
+        table.add_row(config.label + marker, *cells)
+    console.print(table)
+    report_path = apply_serving_choice(artifact, choice, rewrite_config=rewrite_config)
+    colour = "green" if choice.met_target else "yellow"
+    console.print(f"[{colour}]{choice.reason}[/{colour}]")
+    console.print(
+        f"recorded in {report_path} (servingChoice)"
+        + ("; config.pbtxt rewritten" if rewrite_config else "")
+    )
+    batching = choice.config
+    console.print(
+        "spec.serving for the manifest: "
+        f"{{dynamicBatching: {str(batching.dynamic_batching).lower()}, "
+        f"maxQueueDelayMicroseconds: {batching.max_queue_delay_microseconds}, "
+        f"instances: {batching.instances}}}"
+    )
+    return 0 if choice.met_target else 3

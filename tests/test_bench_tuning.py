@@ -1,0 +1,104 @@
+"""The tuner's glue: served names per configuration, and recording a choice in an artifact."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from optimodel.local.repository import read_built_model
+from optimodel.local.tuning import apply_serving_choice, config_model_name, configured_variant
+from optimodel.model_builder.report import BuildReport
+from optimodel.model_builder.serving_choice import ServingChoice, ServingConfig
+from optimodel.model_builder.spec import Serving
+from optimodel.model_builder.triton_config import (
+    ModelSignature,
+    TensorSpec,
+    render_triton_config,
+)
+
+SIGNATURE = ModelSignature(
+    inputs=[TensorSpec(name="input_ids", data_type="TYPE_INT64", dims=[-1])],
+    outputs=[TensorSpec(name="embeddings", data_type="TYPE_FP32", dims=[8])],
+)
+
+
+def built_folder(root: Path) -> Path:
+    folder = root / "m"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.onnx").write_bytes(b"not read by this test")
+    serving = Serving(max_batch_size=16, max_queue_delay_microseconds=100, instances=1)
+    (folder / "config.pbtxt").write_text(render_triton_config("m", SIGNATURE, serving))
+    BuildReport(
+        name="m",
+        spec_hash="h",
+        passed=True,
+        source_uri="hf://x/y",
+        task="feature-extraction",
+        signature=SIGNATURE,
+        created_at=datetime(2025, 1, 1, tzinfo=UTC),
+    ).write(folder / "report.json")
+    return folder
+
+
+def choice(config: ServingConfig) -> ServingChoice:
+    return ServingChoice(
+        config=config,
+        p99_target_ms=50,
+        met_target=True,
+        concurrency=8,
+        throughput=100,
+        latency_p99_ms=40,
+        points_considered=4,
+        reason="test",
+    )
+
+
+@pytest.mark.parametrize(
+    ("config", "name"),
+    [
+        (ServingConfig(dynamic_batching=False, instances=1), "m-nb-i1"),
+        (ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=500, instances=2),
+         "m-b500-i2"),
+    ],
+)  # fmt: skip
+def test_each_configuration_is_served_under_its_own_name(
+    tmp_path: Path, config: ServingConfig, name: str
+) -> None:
+    assert config_model_name("m", config) == name
+    variant = configured_variant(read_built_model(built_folder(tmp_path)), config)
+    assert variant.name == name
+    assert variant.serving.dynamic_batching == config.dynamic_batching
+    assert variant.serving.instances == config.instances
+    assert variant.serving.max_batch_size == 16  # everything else as built
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=2000, instances=2),
+        ServingConfig(dynamic_batching=False, instances=3),
+    ],
+)
+@pytest.mark.parametrize("rewrite", [True, False])
+def test_choice_is_recorded_and_optionally_applied(
+    tmp_path: Path, config: ServingConfig, rewrite: bool
+) -> None:
+    folder = built_folder(tmp_path)
+    apply_serving_choice(folder, choice(config), rewrite_config=rewrite)
+    report = BuildReport.read(folder / "report.json")
+    assert report.serving_choice is not None
+    assert report.serving_choice.config == config
+    served = read_built_model(folder).serving
+    if rewrite:
+        assert (served.dynamic_batching, served.instances) == (
+            config.dynamic_batching,
+            config.instances,
+        )
+        if config.dynamic_batching:
+            assert served.max_queue_delay_microseconds == 2000
+    else:
+        assert (served.dynamic_batching, served.instances) == (True, 1)
+    assert served.max_batch_size == 16
+    assert 'backend: "onnxruntime"' in (folder / "config.pbtxt").read_text()
