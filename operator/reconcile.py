@@ -183,7 +183,12 @@ class Reconciler:
                 "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                 "status": patch,
             }
-            await self.api.patch(OPTIMIZED_MODELS, namespace, name, patch, subresource="status")
+            try:
+                await self.api.patch(OPTIMIZED_MODELS, namespace, name, patch, subresource="status")
+            except KubeError as error:
+                if error.not_found:
+                    return  # deleted meanwhile: its children go with it
+                raise
         for event in outcome.events:
             self.events.post(body, event)
         self._count_builds(decision, outcome.events)

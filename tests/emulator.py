@@ -29,6 +29,7 @@ import copy
 import json
 import secrets
 import threading
+import time
 import uuid
 from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
@@ -50,6 +51,8 @@ STATUSLESS = frozenset(
     {"configmaps", "secrets", "events", "namespaces", "kopfpeerings", "clusterkopfpeerings"}
 )
 # Resources whose metadata.generation tracks spec changes.
+# The garbage collector is asynchronous in a real cluster too.
+GC_DELAY = 0.05
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
 
 
@@ -159,6 +162,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         factory=lambda: collections.deque(maxlen=200_000), init=False
     )
     _declared: dict[Any, ResourceDecl] = attrs.field(factory=dict, init=False)
+    # time.monotonic() of each create, by (plural, namespace, name): for latency benchmarks.
+    created_at: dict[tuple[str, str | None, str], float] = attrs.field(factory=dict, init=False)
 
     def __attrs_post_init__(self) -> None:
         super().__attrs_post_init__()
@@ -195,11 +200,32 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 return aiohttp.web.json_response(await self._update(request))
             if request.action == enums.action.DELETE:
                 return aiohttp.web.json_response(await self._delete_request(request))
-            if request.action in (enums.action.LIST, enums.action.WATCH, enums.action.FETCH):
+            # Served here, not through kmock's reaction matching: that checks each request
+            # against every request seen so far, which grows quadratic in a long test run.
+            if request.action == enums.action.LIST:
+                return aiohttp.web.json_response(await self._serve_list(request))
+            if request.action == enums.action.FETCH:
+                return aiohttp.web.json_response(await self._serve_fetch(request))
+            if request.action == enums.action.WATCH:
                 self._known(resource)
+                return await self._stream(request)
         except kmock.KubernetesError as error:
             return await self._render_error(error)
         return await apps.RawHandler._handle(self, request)
+
+    async def _stream(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
+        """A watch: one JSON event per line until the client leaves or the stream ends."""
+        assert request._raw_request is not None
+        response = aiohttp.web.StreamResponse()
+        response.content_type = "application/json"
+        await response.prepare(request._raw_request)
+        try:
+            async for event in self._watch_events(request):
+                await response.write(json.dumps(event).encode() + b"\n")
+            await response.write_eof()
+        except (ConnectionError, RuntimeError):
+            pass  # the client went away
+        return response
 
     def _reinterpret(self, request: rendering.Request, action: enums.action) -> rendering.Request:
         """The request with the action kmock's parser missed (kmock matches requests by
@@ -279,6 +305,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 existing.history.append(obj)
             else:
                 self._objects[key] = obj
+            self.created_at[(declaration.plural, key[1], key[2])] = time.monotonic()
+            if self._dangling(obj):
+                # Its owner is gone (deleted while this object was being made): the garbage
+                # collector removes it shortly after, as in a real cluster.
+                asyncio.get_running_loop().call_later(
+                    GC_DELAY, lambda: asyncio.ensure_future(self._collect_orphan(key))
+                )
             await self._publish(resource, "ADDED", obj, revision)
         return obj
 
@@ -393,6 +426,22 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             await self._collect_dependents(str(last["metadata"].get("uid")))
         return last
 
+    def _live_uids(self) -> set[str]:
+        return {
+            str(obj.raw["metadata"].get("uid")) for obj in self._objects.values() if not obj.deleted
+        }
+
+    def _dangling(self, obj: Mapping[str, Any]) -> bool:
+        references = (obj.get("metadata") or {}).get("ownerReferences") or []
+        live = self._live_uids()
+        return bool(references) and not any(ref.get("uid") in live for ref in references)
+
+    async def _collect_orphan(self, key: ObjectKey) -> None:
+        async with self._lock:
+            live = key in self._objects and not self._objects[key].deleted
+            if live and self._dangling(self._objects[key].raw):
+                await self._remove(key, orphan=False)
+
     async def _collect_dependents(self, owner_uid: str) -> None:
         dependents = []
         for key, obj in list(self._objects.items()):
@@ -458,7 +507,12 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             return copy.deepcopy(self._objects[key].raw)
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:
+        """kmock's fallback for watches (unused by `_handle`, kept for kmock's own routing)."""
         yield b""  # send the headers now: a quiet watch is still a watch
+        async for event in self._watch_events(request):
+            yield event
+
+    async def _watch_events(self, request: rendering.Request) -> AsyncIterator[Body]:
         resource = request.resource
         assert resource is not None
         bus = self._buses[resource]
