@@ -8,16 +8,14 @@ volume, no log scraping. Pure functions of the objects as the API returns them.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 
-from optimodel.model_builder.spec import SpecModel
-from optimodel.model_builder.triton_config import ModelSignature
+from optimodel.model_builder.report import BuildSummary, TerminationMessage
 from optimodel.operator import api, naming
 
 BuildState = Literal["running", "succeeded", "failed"]
@@ -26,32 +24,6 @@ MAX_MESSAGE = 1000
 # Exit codes of `python -m optimodel.model_builder` that no retry can change.
 EXIT_INVALID_SPEC = 2
 EXIT_ACCURACY_GATE = 3
-
-
-class BuiltReport(SpecModel):
-    """The report summary in a successful build's termination message."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    spec_hash: str
-    size_bytes: int = Field(ge=0)
-    original_size_bytes: int = Field(ge=0)
-    accuracy_metric: str
-    accuracy: float
-    latency_p50_ms: float | None = Field(default=None, alias="latencyP50Ms")
-    throughput: float | None = None
-    signature: ModelSignature
-
-
-class BuilderTermination(SpecModel):
-    """The builder's termination message."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    reason: str
-    message: str = ""
-    accuracy: float | None = None
-    report: BuiltReport | None = None
 
 
 @dataclass(frozen=True)
@@ -128,17 +100,29 @@ def _terminations(pods: Sequence[Mapping[str, Any]]) -> list[_Terminated]:
     return sorted(found, key=lambda item: item.finished_at, reverse=True)
 
 
-def parse_termination(text: str) -> BuilderTermination | None:
+def parse_termination(text: str) -> TerminationMessage | None:
     """The builder's JSON message, or None when the text is something else (e.g. logs)."""
     for line in reversed(text.strip().splitlines()):
         try:
-            return BuilderTermination.model_validate(json.loads(line))
+            return TerminationMessage.parse(line)
         except (ValueError, ValidationError):
             continue
     return None
 
 
-def build_status(report: BuiltReport, artifact: str, generation: int) -> api.BuildStatus:
+def failure_message(parsed: TerminationMessage) -> str:
+    """The builder's own words, with the gate's numbers when it reported them."""
+    message = parsed.message or f"the builder failed with {parsed.reason}"
+    if parsed.accuracy is not None and parsed.threshold is not None:
+        numbers = f"measured {parsed.accuracy:.4f}, required {parsed.threshold:g}"
+        if parsed.step:
+            numbers += f", lost at step {parsed.step}"
+        if f"{parsed.accuracy:.4f}" not in message:
+            message += f" ({numbers})"
+    return message
+
+
+def build_status(report: BuildSummary, artifact: str, generation: int) -> api.BuildStatus:
     reduction = report.original_size_bytes / report.size_bytes if report.size_bytes else 0.0
     return api.BuildStatus(
         artifact=artifact,
@@ -165,8 +149,9 @@ def _failure(job_name: str, job: Mapping[str, Any], terminated: list[_Terminated
             parse_termination(item.message) if item.container == naming.BUILDER_CONTAINER else None
         )
         if parsed is not None:
-            message = parsed.message or f"the builder failed with {parsed.reason}"
-            return BuildOutcome("failed", job_name, parsed.reason, _shorten(message))
+            return BuildOutcome(
+                "failed", job_name, parsed.reason, _shorten(failure_message(parsed))
+            )
         detail = item.message or item.reason or "no message"
         reason = "UploadFailed" if item.container != naming.BUILDER_CONTAINER else "BuildFailed"
         return BuildOutcome(
@@ -200,6 +185,14 @@ def observe_build(
         if item.container != naming.BUILDER_CONTAINER or item.exit_code != 0:
             continue
         parsed = parse_termination(item.message)
+        if parsed is not None and parsed.report is not None and parsed.report.signature is None:
+            return BuildOutcome(
+                "failed",
+                name,
+                "ReportIncomplete",
+                f"builder Job {name} reported no model signature, so config.pbtxt cannot be "
+                "rendered; rebuild with a builder that reports it",
+            )
         if parsed is not None and parsed.report is not None:
             return BuildOutcome(
                 "succeeded",

@@ -382,3 +382,29 @@ def test_name_conflict_is_a_warning() -> None:
     )
     assert outcome.deployed.reason == "NameConflict"
     assert any(e.type == "Warning" and e.reason == "NameConflict" for e in outcome.events)
+
+
+def test_gate_failure_message_carries_the_builders_numbers() -> None:
+    message = json.dumps(
+        {
+            "reason": "AccuracyBelowThreshold",
+            "message": "accuracy gate failed",
+            "accuracy": 0.9712,
+            "threshold": 0.99,
+            "step": "quantize",
+        }
+    )
+    outcome = observe_build(job(model(), 1, "failed", failed=1), [pod(3, message)], "pvc://a", 1)
+    assert outcome.reason == "AccuracyBelowThreshold"
+    assert outcome.message == (
+        "accuracy gate failed (measured 0.9712, required 0.99, lost at step quantize)"
+    )
+
+
+def test_report_without_signature_is_not_served() -> None:
+    body = model()
+    report = built_report(key_and_hash(body)[1])
+    del report["signature"]
+    message = json.dumps({"reason": "Built", "report": report})
+    outcome = observe_build(job(body, 1, "succeeded"), [pod(0, message)], "pvc://a", 1)
+    assert (outcome.state, outcome.reason) == ("failed", "ReportIncomplete")
