@@ -16,10 +16,12 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import dataclasses
 import json
 import math
 import pickle
 import re
+import struct
 import subprocess
 import sys
 import tempfile
@@ -39,7 +41,7 @@ from optimodel.model_builder.triton_config import ModelSignature
 Tool = Literal["tritonclient-grpc-aio", "perf_analyzer"]
 Payload = dict[str, npt.NDArray[Any]]
 
-# Short English sentences (5-25 tokens): the "short texts" of the batching benchmark.
+# Short English sentences (9-16 MiniLM tokens): the "short texts" of the batching benchmark.
 SAMPLE_TEXTS = [
     "The cat sat on the mat.",
     "A quick brown fox jumps over the lazy dog.",
@@ -74,13 +76,6 @@ SAMPLE_TEXTS = [
     "Turn left at the second traffic light.",
     "The old bridge was repaired after the flood.",
 ]
-
-
-def _words(count: int) -> str:
-    text = " ".join(SAMPLE_TEXTS)
-    while len(text.split()) < count:
-        text += " " + text
-    return " ".join(text.split()[:count])
 
 
 def tokenize(
@@ -275,11 +270,20 @@ def _run_worker(job: _WorkerJob) -> _WorkerResult:
     return asyncio.run(_worker_loop(job))
 
 
-def _run_worker_processes(jobs: list[_WorkerJob], timeout_s: float) -> list[_WorkerResult]:
-    """One `python -m optimodel.local.loadtest` client process per job (pickled over pipes).
+def _run_worker_processes(
+    jobs: list[_WorkerJob],
+    *,
+    warmup_s: float,
+    duration_s: float,
+    on_start: Callable[[float], None],
+    timeout_s: float,
+) -> list[_WorkerResult]:
+    """One `python -m optimodel.local.loadtest` client process per job.
 
     Plain subprocesses rather than multiprocessing: they never re-import the caller's
-    __main__ (a CLI, pytest or a script), and are ended on any failure.
+    __main__ (a CLI, pytest or a script), and are ended on any failure. Handshake over
+    pipes: job (pickle) → "ready" once the client is imported → window start time → result
+    (pickle); the window opens only when every client is ready, however slow the machine.
     """
     workers = [
         subprocess.Popen(
@@ -290,20 +294,37 @@ def _run_worker_processes(jobs: list[_WorkerJob], timeout_s: float) -> list[_Wor
         )
         for _ in jobs
     ]
+
+    def failure(worker: subprocess.Popen[bytes], what: str) -> RuntimeError:
+        worker.kill()
+        _, err = worker.communicate()
+        return RuntimeError(
+            f"load-test client process {what} (exit {worker.returncode}): "
+            f"{err.decode(errors='replace')[-2000:]}"
+        )
+
     try:
         for worker, job in zip(workers, jobs, strict=True):
             assert worker.stdin is not None
-            worker.stdin.write(pickle.dumps(job))
+            data = pickle.dumps(job)
+            worker.stdin.write(struct.pack("!Q", len(data)) + data)
+            worker.stdin.flush()
+        for worker in workers:
+            assert worker.stdout is not None
+            if worker.stdout.readline().strip() != READY:
+                raise failure(worker, "did not start")
+        start_at = time.time() + warmup_s
+        on_start(start_at)
+        for worker in workers:
+            assert worker.stdin is not None
+            worker.stdin.write(struct.pack("!dd", start_at, start_at + duration_s))
             worker.stdin.close()
             worker.stdin = None  # sent; communicate() below only reads
         results = []
         for worker in workers:
-            out, err = worker.communicate(timeout=timeout_s)
+            out, _ = worker.communicate(timeout=timeout_s)
             if worker.returncode != 0:
-                raise RuntimeError(
-                    f"load-test client process failed (exit {worker.returncode}): "
-                    f"{err.decode(errors='replace')[-2000:]}"
-                )
+                raise failure(worker, "failed")
             result = pickle.loads(out)
             if not isinstance(result, _WorkerResult):
                 raise RuntimeError("load-test client process returned no result")
@@ -317,10 +338,19 @@ def _run_worker_processes(jobs: list[_WorkerJob], timeout_s: float) -> list[_Wor
 
 
 WORKER_FLAG = "--client-worker"
+READY = b"ready"
 
 
 def _worker_main() -> None:
-    job = pickle.loads(sys.stdin.buffer.read())
+    import tritonclient.grpc.aio  # noqa: F401  (imported before "ready": it takes a while)
+
+    stdin = sys.stdin.buffer
+    (size,) = struct.unpack("!Q", stdin.read(8))
+    job: _WorkerJob = pickle.loads(stdin.read(size))
+    sys.stdout.buffer.write(READY + b"\n")
+    sys.stdout.buffer.flush()
+    start_at, end_at = struct.unpack("!dd", stdin.read(16))
+    job = dataclasses.replace(job, start_at=start_at, end_at=end_at)
     sys.stdout.buffer.write(pickle.dumps(_run_worker(job)))
 
 
@@ -345,20 +375,33 @@ def run_client_load(
         concurrency // processes + (1 if i < concurrency % processes else 0)
         for i in range(processes)
     ]
-    # Spawned processes start in ~1 s; the window opens after that and the warm-up.
-    start_at = time.time() + 1.5 * (processes > 1) + warmup_s
-    end_at = start_at + duration_s
     jobs = [
-        _WorkerJob(grpc_url, model, payloads, share, start_at, end_at, max_requests // processes)
+        _WorkerJob(grpc_url, model, payloads, share, 0.0, 0.0, max_requests // processes)
         for share in shares
     ]
     # The "before" scrape is taken when the window opens, while the clients run.
-    scrape = _Scrape(metrics_url, model, start_at) if metrics_url else None
+    scrapes: list[_Scrape] = []
+
+    def window_opens(start_at: float) -> None:
+        if metrics_url:
+            scrapes.append(_Scrape(metrics_url, model, start_at))
+
     if processes == 1:
-        results = [_run_worker(jobs[0])]
+        import tritonclient.grpc.aio  # noqa: F401  (before the clock starts)
+
+        start_at = time.time() + warmup_s
+        window_opens(start_at)
+        job = dataclasses.replace(jobs[0], start_at=start_at, end_at=start_at + duration_s)
+        results = [_run_worker(job)]
     else:
-        results = _run_worker_processes(jobs, timeout_s=duration_s + warmup_s + 120)
-    before = scrape.result() if scrape else None
+        results = _run_worker_processes(
+            jobs,
+            warmup_s=warmup_s,
+            duration_s=duration_s,
+            on_start=window_opens,
+            timeout_s=duration_s + warmup_s + 120,
+        )
+    before = scrapes[0].result() if scrapes else None
     after = inference_counters(metrics_text(metrics_url), model) if metrics_url else None
     latencies = np.array([x for r in results for x in r.latencies_ms])
     completed = sum(r.completed for r in results)
