@@ -10,14 +10,17 @@ from __future__ import annotations
 import copy
 import json
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import kubernetes_validate
 import pytest
+from prometheus_client import REGISTRY
 
 from optimodel.operator import naming, permissions
+from optimodel.operator.metrics import serve_metrics
 from optimodel.operator.settings import OperatorSettings
 from tests.cluster import (
     CONFIG_MAPS,
@@ -644,3 +647,38 @@ def test_the_operator_uses_exactly_the_permissions_table(
         if (group, resource, verb) in table
     }
     assert table - used == unexercised
+
+
+# --- metrics ------------------------------------------------------------------------------------
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+def test_metrics_count_reconciles_and_builds(cluster: Cluster, operator: OperatorThread) -> None:
+    before = {
+        "ok": sample("optimodel_reconciles_total", result="ok"),
+        "started": sample("optimodel_builds_started_total"),
+        "succeeded": sample("optimodel_builds_succeeded_total"),
+        "failed": sample("optimodel_builds_failed_total", reason="AccuracyBelowThreshold"),
+        "timed": sample("optimodel_build_duration_seconds_count"),
+    }
+    cluster.ready("minilm")
+    cluster.patch_spec("minilm", {"optimize": {"accuracy": {"min": 0.999}}})
+    _, job = cluster.wait_jobs("minilm", 2)
+    cluster.jobs.fail(job, 3, json.dumps({"reason": "AccuracyBelowThreshold", "message": "low"}))
+    cluster.wait_condition("minilm", "Built", "False", "AccuracyBelowThreshold", generation=2)
+    assert sample("optimodel_builds_started_total") - before["started"] == 2
+    assert sample("optimodel_builds_succeeded_total") - before["succeeded"] == 1
+    assert sample("optimodel_build_duration_seconds_count") - before["timed"] == 1
+    failed = sample("optimodel_builds_failed_total", reason="AccuracyBelowThreshold")
+    assert failed - before["failed"] == 1
+    assert sample("optimodel_reconciles_total", result="ok") > before["ok"]
+    assert sample("optimodel_models", phase="Failed") == 1
+
+    port = serve_metrics(0, "127.0.0.1")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as response:
+        text = response.read().decode()
+    assert "optimodel_reconcile_duration_seconds_bucket" in text
+    assert 'optimodel_builds_failed_total{reason="AccuracyBelowThreshold"}' in text
