@@ -27,6 +27,7 @@ import asyncio
 import collections
 import copy
 import json
+import re
 import secrets
 import threading
 import time
@@ -51,6 +52,7 @@ STATUSLESS = frozenset(
     {"configmaps", "secrets", "events", "namespaces", "kopfpeerings", "clusterkopfpeerings"}
 )
 # Resources whose metadata.generation tracks spec changes.
+NAMESPACE_OBJECTS = re.compile(r"/api/v1/namespaces(?:/(?P<name>[^/]+))?")
 # The garbage collector is asynchronous in a real cluster too.
 GC_DELAY = 0.05
 VERBS = ("get", "list", "watch", "create", "update", "patch", "delete")
@@ -183,6 +185,47 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         self._declared[key] = declaration
 
     # --- request routing ------------------------------------------------------------------
+
+    async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:
+        found = NAMESPACE_OBJECTS.fullmatch(raw_request.path)
+        if found is None:
+            return await super().__call__(raw_request)
+        # kmock's path parser reads /api/v1/namespaces/<x> as a namespace scope, not as the
+        # Namespace object <x> (and fails on /api/v1/namespaces): build the request here.
+        body = await raw_request.read()
+        try:
+            data = json.loads(body) if body else None
+        except ValueError:
+            data = None
+        query = dict(raw_request.query)
+        name = found.group("name")
+        method = enums.method(raw_request.method)
+        watching = query.get("watch", "").lower() in ("true", "1")
+        action = {
+            enums.method.GET: enums.action.WATCH
+            if watching
+            else (enums.action.FETCH if name else enums.action.LIST),
+            enums.method.POST: enums.action.CREATE,
+            enums.method.PATCH: enums.action.UPDATE,
+            enums.method.DELETE: enums.action.DELETE,
+        }.get(method)
+        request = rendering.Request(
+            id=len(self._requests),
+            raw_request=raw_request,
+            url=raw_request.url,
+            method=method,
+            params=query,
+            headers=dict(raw_request.headers),
+            data=data,
+            body=body,
+            text=body.decode(errors="replace"),
+            action=action,
+            resource=kmock.resource(group="", version="v1", plural="namespaces"),
+            namespace=None,
+            name=name,
+        )
+        self._requests.append(request)
+        return await self._handle(request)
 
     async def _handle(self, request: rendering.Request) -> aiohttp.web.StreamResponse:
         resource = request.resource

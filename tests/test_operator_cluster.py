@@ -586,6 +586,34 @@ def test_of_two_peered_operators_only_the_higher_priority_one_acts(cluster: Clus
     assert peering == {grant for grant in granted if grant[0] == "kopf.dev"}
 
 
+def test_namespaced_mode_serves_only_its_namespaces(cluster: Cluster) -> None:
+    for namespace in (NS, "other"):
+        cluster.http.call(
+            "POST",
+            "/api/v1/namespaces",
+            {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}},
+        )
+    cluster.http.call(
+        "POST",
+        f"/apis/kopf.dev/v1/namespaces/{NS}/kopfpeerings",
+        {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "optimodel"}},
+    )
+    peering = {"name": "optimodel", "standalone": False, "priority": 1}
+    with cluster.operator(namespaces=[NS], peering=peering):
+        cluster.http.create(MODELS, "other", manifest("elsewhere"))
+        cluster.ready("minilm")
+        assert cluster.http.jobs("other", "elsewhere") == []
+        assert "status" not in cluster.http.model("other", "elsewhere")
+    used = used_permissions(cluster)
+    namespaced_only = {
+        (p.api_group, p.resource, verb)
+        for p in permissions.NAMESPACED + permissions.CLUSTER
+        for verb in p.verbs
+        if p.resource in ("namespaces", "kopfpeerings")
+    }
+    assert {u for u in used if u[1] in ("namespaces", "kopfpeerings")} == namespaced_only
+
+
 # --- what the operator asks of the API ----------------------------------------------------------
 
 
@@ -633,9 +661,8 @@ def test_the_operator_uses_exactly_the_permissions_table(
     }
     used = used_permissions(cluster)
     assert used <= table, f"used but not granted: {sorted(used - table)}"
-    # Granted but not exercised here: peering (standalone here; the cluster-wide peering is
-    # checked by the peering test; namespaced mode uses the same verbs on kopfpeerings) and
-    # namespace watching (namespaced mode only). Everything else in the table is used.
+    # Granted but not exercised here (cluster-wide, standalone): peering and namespace
+    # watching, checked by the peering and namespaced-mode tests. Everything else is used.
     unexercised = {
         (group, resource, verb)
         for group, resource in (
