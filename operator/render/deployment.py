@@ -183,6 +183,9 @@ def render_triton_deployment(
         "spec": {
             "replicas": inputs.replicas,
             "revisionHistoryLimit": 3,
+            # Past the startup probe's 10 minutes plus image pull: a stuck rollout is reported
+            # (Deployed=False, ProgressDeadlineExceeded) rather than waited on forever.
+            "progressDeadlineSeconds": 1200,
             "selector": {"matchLabels": naming.server_selector(model.name)},
             "strategy": {
                 "type": "RollingUpdate",
