@@ -230,18 +230,23 @@ def demo(
         str, typer.Option(help="Load-test concurrency levels, comma-separated.")
     ] = "1,8,64",
     duration: Annotated[float, typer.Option(help="Seconds measured per load level.")] = 3.0,
-    http_port: HttpPort = 8000,
-    grpc_port: GrpcPort = 8001,
-    metrics_port: MetricsPort = 8002,
+    http_port: Annotated[int | None, typer.Option(help="HTTP port (default: a free one).")] = None,
+    grpc_port: Annotated[int | None, typer.Option(help="gRPC port (default: a free one).")] = None,
+    metrics_port: Annotated[
+        int | None, typer.Option(help="Metrics port (default: a free one).")
+    ] = None,
 ) -> None:
     """Build → serve on Triton → query over HTTP and gRPC → load test → table and plot."""
     from optimodel.local.demo import DemoOptions, run_demo
-    from optimodel.local.server import ServerPorts
+    from optimodel.local.server import ServerPorts, free_ports
 
+    free = iter(free_ports(3))
     options = DemoOptions(
         manifest=manifest,
         out=out,
-        ports=ServerPorts(http_port, grpc_port, metrics_port),
+        ports=ServerPorts(
+            http_port or next(free), grpc_port or next(free), metrics_port or next(free)
+        ),
         concurrencies=_concurrencies(concurrency),
         duration_s=duration,
         rebuild=rebuild,
