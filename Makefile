@@ -16,8 +16,10 @@ $(VENV)/.installed: pyproject.toml constraints.txt
 	$(BIN)/python -m pip check
 	touch $@
 
+# Validate the examples, then build -> serve on the real Triton server -> query -> load test.
 demo: setup
 	$(BIN)/optimodel validate examples/*.yaml
+	$(BIN)/optimodel demo
 
 lint: setup
 	$(BIN)/ruff check .
