@@ -9,9 +9,12 @@ against the original on the shipped eval texts, >= 3.5x smaller.
     python benchmarks/builder_speedup.py --manifest other.yaml --rounds 8
 
 PyTorch runs twice, with transformers' default attention (sdpa) and with eager attention,
-and the faster one is the baseline. Every variant is timed in interleaved rounds and keeps
-its best round, so a burst of other load hits all of them alike; on a shared machine the
-numbers stay noisy, so the load average is recorded beside them. Results: table on stdout,
+and the faster one is the baseline. Two more rows put the artifact in context: the fp32
+ONNX export, and the same int8 recipe applied after onnxruntime's offline transformer
+fusion (MultiHeadAttention, SkipLayerNorm, BiasGelu), to measure whether fusion helps here.
+Every variant is timed in interleaved rounds and keeps its best round, so a burst of other
+load hits all of them alike; on a shared machine the numbers stay noisy, so the load
+average is recorded beside them. Results: table on stdout,
 JSON in benchmarks/results/builder_speedup.json.
 """
 
@@ -42,11 +45,12 @@ from optimodel.model_builder.benchmark import (
     torch_runner,
 )
 from optimodel.model_builder.data import DEFAULT_EVAL_DATA, load_text_set
+from optimodel.model_builder.evaluate import cosine_similarities, onnx_outputs
 from optimodel.model_builder.export import export_onnx
 from optimodel.model_builder.load import load_model
-from optimodel.model_builder.modeling import TaskModel
+from optimodel.model_builder.modeling import TaskModel, torch_outputs
 from optimodel.model_builder.pipeline import run_build
-from optimodel.model_builder.quantize import model_size_bytes
+from optimodel.model_builder.quantize import model_size_bytes, quantize_int8_dynamic
 from optimodel.model_builder.report import MODEL_FILE, REPORT_FILE, BuildReport
 
 REPO = Path(__file__).resolve().parent.parent
@@ -77,6 +81,27 @@ def _sdpa_twin(task_model: TaskModel, model_dir: Path) -> TaskModel:
     ).eval()
 
 
+def _fused_int8(fp32: Path, target: Path, hidden: int, heads: int) -> None:
+    """The default int8 recipe on top of onnxruntime's offline transformer fusion."""
+    from onnxruntime.transformers import optimizer
+    from onnxruntime.transformers.fusion_options import FusionOptions
+
+    options = FusionOptions("bert")
+    options.use_multi_head_attention = True  # keeps Q/K/V as MatMuls the quantizer handles
+    options.enable_embed_layer_norm = False  # keeps the word-embedding Gather for int8 rows
+    fused = optimizer.optimize_model(
+        str(fp32),
+        model_type="bert",
+        num_heads=heads,
+        hidden_size=hidden,
+        optimization_options=options,
+        opt_level=0,
+    )
+    fused_path = target.with_name("fused-fp32.onnx")
+    fused.save_model_to_file(str(fused_path))
+    quantize_int8_dynamic(fused_path, target, per_channel=True)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--manifest", type=Path, default=REPO / "examples" / "minilm-int8.yaml")
@@ -86,7 +111,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=2.0, help="per round and variant")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
-    console = Console(highlight=False)
+    console = Console(highlight=False, width=150)  # the table is wide; logs are not ttys
     load_before = os.getloadavg()
 
     with tempfile.TemporaryDirectory(prefix="builder-speedup-") as scratch:
@@ -112,6 +137,15 @@ def main() -> int:
             loaded.tokenizer, texts, settings.batch_size, settings.sequence_length
         )
         artifact = folder / "1" / MODEL_FILE
+        fused = Path(scratch) / "fused-int8.onnx"
+        config = loaded.config
+        _fused_int8(fp32, fused, int(config.hidden_size), int(config.num_attention_heads))
+        eval_texts = texts[: (spec.optimize.eval_data or DEFAULT_EVAL_DATA).max_samples]
+        reference = torch_outputs(loaded.task_model, loaded.tokenizer, eval_texts, 128)
+        cosines = {}
+        for name, path in (("fp32", fp32), ("artifact", artifact), ("fused", fused)):
+            outputs = onnx_outputs(path, loaded.tokenizer, eval_texts, loaded.max_sequence_length)
+            cosines[name] = cosine_similarities(reference, outputs)
         runners = {
             "PyTorch eager fp32 (sdpa attention)": torch_runner(
                 _sdpa_twin(loaded.task_model, loaded.source_dir)
@@ -121,13 +155,17 @@ def main() -> int:
             f"built artifact ({spec.optimize.quantize.mode})": onnx_runner(
                 artifact, settings.thread_count
             ),
+            "same int8 after offline fusion": onnx_runner(fused, settings.thread_count),
         }
         sizes = [
             loaded.size_bytes,
             loaded.size_bytes,
             model_size_bytes(fp32),
             model_size_bytes(artifact),
+            model_size_bytes(fused),
         ]
+        variant_cosine: list[Any] = [None, None, cosines["fp32"], cosines["artifact"]]
+        variant_cosine.append(cosines["fused"])
         console.print(
             f"timing {len(runners)} variants: {args.rounds} interleaved rounds of "
             f"{args.seconds:g} s, batch 32 x 64 tokens, {settings.thread_count} threads …"
@@ -142,7 +180,7 @@ def main() -> int:
     }
     baseline_name = max(names[:2], key=lambda name: measurements[name].throughput or 0.0)
     baseline = measurements[baseline_name].throughput or 1.0
-    built = measurements[names[-1]]
+    built = measurements[names[3]]
     accuracy = report.accuracy
     assert accuracy is not None and report.original is not None and report.optimized is not None
     results = {
@@ -154,9 +192,10 @@ def main() -> int:
     met = {key: results[key] >= target for key, target in TARGETS.items()}
 
     table = Table(title="MiniLM-L6: batch 32 x 64 tokens, throughput = best round")
-    for column in ("variant", "sent/s", "vs baseline", "rounds sent/s", "p50 b1 ms", "size MB"):
+    columns = ("variant", "sent/s", "vs baseline", "rounds sent/s", "p50 b1 ms", "MB", "cosine")
+    for column in columns:
         table.add_column(column, justify="left" if column == "variant" else "right")
-    for name in names:
+    for name, cosine in zip(names, variant_cosine, strict=True):
         m = measurements[name]
         rounds = ", ".join(f"{value:.0f}" for value in timings[name].round_throughputs)
         table.add_row(
@@ -166,6 +205,7 @@ def main() -> int:
             rounds,
             f"{m.latency_p50_ms:.1f}",
             f"{m.size_bytes / 1e6:.1f}",
+            "–" if cosine is None else f"{cosine.mean():.4f} (min {cosine.min():.3f})",
         )
     console.print(table)
     checks = Table(title="issue 3 targets")
@@ -204,8 +244,10 @@ def main() -> int:
             name: {
                 **measurements[name].model_dump(mode="json", by_alias=True),
                 "round_throughputs": [round(v, 2) for v in timings[name].round_throughputs],
+                "cosine_mean": None if cosine is None else round(float(cosine.mean()), 5),
+                "cosine_min": None if cosine is None else round(float(cosine.min()), 5),
             }
-            for name in names
+            for name, cosine in zip(names, variant_cosine, strict=True)
         },
         "artifact_steps": [step.model_dump(mode="json", by_alias=True) for step in report.steps],
         "results": results,

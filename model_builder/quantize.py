@@ -151,7 +151,9 @@ def quantize_int8_dynamic(
         per_channel=per_channel,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=list(keep_fp32),
-        extra_options={"MatMulConstBOnly": True},
+        # DefaultTensorType: graphs with fused contrib ops lack some type info the quantizer
+        # wants; every tensor it cannot type here is fp32.
+        extra_options={"MatMulConstBOnly": True, "DefaultTensorType": TensorProto.FLOAT},
     )
     tables = _quantize_embeddings_in_file(target) if embeddings else 0
     counts = op_counts(target)
