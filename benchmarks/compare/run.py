@@ -184,9 +184,26 @@ def prepare_models(keys: Sequence[str], work: Path) -> list[BenchModel]:
     return models
 
 
-def _phase(text: str) -> None:
-    load = os.getloadavg()[0]
-    console.print(f"[bold]·[/bold] {text} [dim](load {load:.1f})[/dim]")
+@dataclass
+class PhaseLog:
+    """When each phase started and the 1-minute load average then (kept in the JSON)."""
+
+    started: list[tuple[str, float, float]] = field(default_factory=list)
+
+    def __call__(self, text: str) -> None:
+        load = os.getloadavg()[0]
+        self.started.append((text, time.perf_counter(), load))
+        console.print(f"[bold]·[/bold] {text} [dim](load {load:.1f})[/dim]")
+
+    def summary(self, end: float) -> list[dict[str, Any]]:
+        ends = [t for _, t, _ in self.started[1:]] + [end]
+        return [
+            {"phase": text, "seconds": round(stop - start, 1), "load_average": round(load, 2)}
+            for (text, start, load), stop in zip(self.started, ends, strict=True)
+        ]
+
+
+_phase = PhaseLog()
 
 
 def build_contenders(
@@ -504,6 +521,7 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out_dir or (RESULTS if mode is FULL else args.work / "quick")
     readme = None if args.no_readme or mode is QUICK else README
     started = time.perf_counter()
+    _phase.started.clear()
     cores = len(os.sched_getaffinity(0))
     threads = min(2, cores)
     settings = BenchmarkSettings(
@@ -538,7 +556,7 @@ def main(argv: list[str] | None = None) -> int:
         serving = serving_sweep(artifact, mode, targets)
         load_samples.append(os.getloadavg()[0])
     load_end = os.getloadavg()
-    load_samples.append(load_end[0])
+    load_samples += [load for _, _, load in _phase.started] + [load_end[0]]
     given = sys.argv[1:] if argv is None else argv
     command = shlex.join(["python", "-m", "benchmarks.compare", *given])
     results: dict[str, Any] = {
@@ -566,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
             "build_eval_samples": mode.build_eval_samples,
         },
         "optimum": optimum.as_dict(),
+        "phases": _phase.summary(time.perf_counter()),
         "problems": problems,
         "models": model_results,
         "serving": serving,
