@@ -20,6 +20,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
+import onnx
+
 from optimodel.model_builder.benchmark import (
     BenchmarkSettings,
     benchmark_batch,
@@ -63,6 +65,7 @@ from optimodel.model_builder.quantize import (
     quantize_int8_dynamic,
     quantize_int8_static,
     quantize_weight_only,
+    weight_matmuls,
 )
 from optimodel.model_builder.recover import distill
 from optimodel.model_builder.report import (
@@ -212,6 +215,32 @@ def gate_failure_message(
     return "; ".join(parts), step
 
 
+@dataclass
+class _Reference:
+    """The original model's outputs on the eval set: what every variant is scored against."""
+
+    loaded: LoadedModel
+    eval_set: TextSet
+    labels: list[int] | None
+    outputs: FloatArray
+    metric: str
+
+    @property
+    def max_length(self) -> int:
+        return self.loaded.max_sequence_length
+
+    def score(self, outputs: FloatArray) -> Score:
+        return score_outputs(self.metric, self.outputs, outputs, self.labels)
+
+    def score_torch(self, model: TaskModel) -> Score:
+        texts = self.eval_set.texts
+        return self.score(torch_outputs(model, self.loaded.tokenizer, texts, self.max_length))
+
+    def score_onnx(self, path: Path) -> Score:
+        texts = self.eval_set.texts
+        return self.score(onnx_outputs(path, self.loaded.tokenizer, texts, self.max_length))
+
+
 def _load_eval(loaded: LoadedModel, spec: BuildSpec) -> tuple[TextSet, list[int] | None]:
     ref = spec.optimize.eval_data or DEFAULT_EVAL_DATA
     eval_set = load_text_set(ref, field="spec.optimize.evalData")
@@ -220,6 +249,20 @@ def _load_eval(loaded: LoadedModel, spec: BuildSpec) -> tuple[TextSet, list[int]
         id2label = {int(k): str(v) for k, v in loaded.config.id2label.items()}
         labels = label_ids(eval_set.labels, id2label, field="spec.optimize.evalData.labelField")
     return eval_set, labels
+
+
+def _calibration_texts(spec: BuildSpec) -> list[str]:
+    """Texts for pruning importance, distillation, calibration and sensitivity (if needed)."""
+    optimize = spec.optimize
+    needed = (
+        optimize.prune.method == "structured"
+        or optimize.quantize.mode == "int8-static"
+        or optimize.quantize.keep_fp32_nodes > 0
+    )
+    if not needed:
+        return []
+    ref = optimize.calibration_data or DEFAULT_CALIBRATION_DATA
+    return load_text_set(ref, field="spec.optimize.calibrationData").texts
 
 
 def _check_quantize_applies(spec: BuildSpec, matmuls: int) -> None:
@@ -237,6 +280,136 @@ def _check_quantize_applies(spec: BuildSpec, matmuls: int) -> None:
             field="spec.optimize.quantize.mode",
             fix="use quantize.mode: none for this model",
         )
+
+
+def _load_step(run: _Run) -> tuple[_Reference, Score]:
+    """Load the original and compute its outputs on the eval set (and its own score)."""
+    spec = run.spec
+    with run.step("load") as outcome:
+        loaded = load_model(spec.source)
+        eval_set, labels = _load_eval(loaded, spec)
+        outputs = torch_outputs(
+            loaded.task_model, loaded.tokenizer, eval_set.texts, loaded.max_sequence_length
+        )
+        reference = _Reference(loaded, eval_set, labels, outputs, spec.optimize.accuracy.metric)
+        baseline = reference.score(outputs)
+        outcome.size_bytes = loaded.size_bytes
+        outcome.detail = (
+            f"{loaded.model_type} from {loaded.source_dir}; {len(eval_set)} eval texts "
+            f"from {eval_set.origin}"
+        )
+        if reference.metric == "accuracy":  # the original's own accuracy on the labels
+            outcome.score = baseline
+    return reference, baseline
+
+
+def _prune_step(run: _Run, reference: _Reference, calibration: list[str]) -> TaskModel:
+    """The pruned copy of the original (the original itself when there is nothing to prune)."""
+    prune = run.spec.optimize.prune
+    original = reference.loaded.task_model
+    if prune.method == "none":
+        run.skip("prune", "prune.method: none")
+        return original
+    with run.step("prune") as outcome:
+        model = copy.deepcopy(original)
+        if prune.method == "magnitude":
+            outcome.detail = prune_magnitude(model, prune.sparsity)
+        else:
+            outcome.detail = prune_structured(
+                model,
+                reference.loaded.tokenizer,
+                calibration,
+                sparsity=prune.sparsity,
+                target=prune.target,
+                max_length=reference.max_length,
+            )
+        outcome.score = reference.score_torch(model)
+    return model
+
+
+def _recover_step(
+    run: _Run, reference: _Reference, model: TaskModel, calibration: list[str]
+) -> None:
+    prune = run.spec.optimize.prune
+    if prune.method != "structured" or prune.recovery.method == "none":
+        run.skip("recover", "prune.recovery.method: none")
+        return
+    steps = prune.recovery.steps
+
+    def on_step(done: int, loss: float) -> None:
+        run.emit(BuildProgress("recover", "advanced", done, steps, f"loss {loss:.4f}"))
+
+    with run.step("recover") as outcome:
+        outcome.detail = distill(
+            model,
+            reference.loaded.task_model,
+            reference.loaded.tokenizer,
+            calibration,
+            steps=steps,
+            max_length=reference.max_length,
+            on_step=on_step,
+        )
+        outcome.score = reference.score_torch(model)
+
+
+def _export_step(
+    run: _Run, reference: _Reference, model: TaskModel, exported: Path
+) -> ModelSignature:
+    with run.step("export") as outcome:
+        signature = export_onnx(
+            model, reference.loaded.tokenizer, exported, max_length=reference.max_length
+        )
+        outcome.detail = (
+            f"ONNX opset 17, dynamic batch and sequence axes, output {model.output_name}"
+        )
+        outcome.size_bytes = model_size_bytes(exported)
+        outcome.score = reference.score_onnx(exported)
+    return signature
+
+
+def _quantize_step(
+    run: _Run, reference: _Reference, exported: Path, target: Path, calibration: list[str]
+) -> None:
+    if run.spec.optimize.quantize.mode == "none":
+        run.skip("quantize", "quantize.mode: none")
+        copy_unquantized(exported, target)
+        return
+    with run.step("quantize") as outcome:
+        outcome.detail = _quantize(exported, target, run.spec, reference, calibration)
+        outcome.size_bytes = model_size_bytes(target)
+        outcome.score = reference.score_onnx(target)
+
+
+def _benchmark_step(
+    run: _Run, reference: _Reference, artifact: Path, settings: BenchmarkSettings
+) -> dict[str, Measurement]:
+    """PyTorch eager fp32 (the original) vs the artifact, timed in the same run."""
+    loaded = reference.loaded
+    texts = reference.eval_set.texts
+    with run.step("benchmark") as outcome:
+        single = benchmark_batch(loaded.tokenizer, texts, 1, settings.sequence_length)
+        full = benchmark_batch(
+            loaded.tokenizer, texts, settings.batch_size, settings.sequence_length
+        )
+        measured = measure(
+            {
+                "original": torch_runner(loaded.task_model),
+                "optimized": onnx_runner(artifact, settings.thread_count),
+            },
+            {"original": loaded.size_bytes, "optimized": model_size_bytes(artifact)},
+            single,
+            full,
+            settings,
+        )
+        speedup = (measured["optimized"].throughput or 0.0) / max(
+            1e-9, measured["original"].throughput or 0.0
+        )
+        outcome.detail = (
+            f"PyTorch eager fp32 vs optimized ONNX, batch {settings.batch_size} x "
+            f"{settings.sequence_length} tokens, {settings.thread_count} threads: "
+            f"{speedup:.2f}x throughput"
+        )
+    return measured
 
 
 def run_build(
@@ -260,128 +433,34 @@ def run_build(
             fix="; ".join(p.fix for p in problems),
         )
     run = _Run(spec, progress)
-    optimize = spec.optimize
-    gate = optimize.accuracy
     created_at = datetime.now(UTC)
     with staging_directory(out_dir, spec.name) as staging:
         work = staging / "work"
         work.mkdir()
-        with run.step("load") as outcome:
-            loaded = load_model(spec.source)
-            eval_set, labels = _load_eval(loaded, spec)
-            max_length = loaded.max_sequence_length
-            reference = torch_outputs(
-                loaded.task_model, loaded.tokenizer, eval_set.texts, max_length
-            )
-            baseline = score_outputs(gate.metric, reference, reference, labels)
-            outcome.size_bytes = loaded.size_bytes
-            outcome.detail = (
-                f"{loaded.model_type} from {loaded.source_dir}; {len(eval_set)} eval texts "
-                f"from {eval_set.origin}"
-            )
-            if gate.metric == "accuracy":
-                outcome.score = baseline
+        exported, artifact = work / "exported.onnx", work / "quantized.onnx"
 
-        calibration_ref = optimize.calibration_data or DEFAULT_CALIBRATION_DATA
-        needs_calibration = (
-            optimize.prune.method == "structured"
-            or optimize.quantize.mode == "int8-static"
-            or optimize.quantize.keep_fp32_nodes > 0
-        )
-        calibration = (
-            load_text_set(calibration_ref, field="spec.optimize.calibrationData").texts
-            if needs_calibration
-            else []
-        )
-
-        model: TaskModel = loaded.task_model
-        prune = optimize.prune
-        if prune.method == "none":
-            run.skip("prune", "prune.method: none")
-        else:
-            with run.step("prune") as outcome:
-                model = copy.deepcopy(loaded.task_model)
-                if prune.method == "magnitude":
-                    outcome.detail = prune_magnitude(model, prune.sparsity)
-                else:
-                    outcome.detail = prune_structured(
-                        model,
-                        loaded.tokenizer,
-                        calibration,
-                        sparsity=prune.sparsity,
-                        target=prune.target,
-                        max_length=max_length,
-                    )
-                outcome.score = _score_torch(
-                    model, loaded, eval_set, reference, labels, gate.metric
-                )
-
-        if prune.method != "structured" or prune.recovery.method == "none":
-            run.skip("recover", "prune.recovery.method: none")
-        else:
-            with run.step("recover") as outcome:
-                steps = prune.recovery.steps
-
-                def on_step(done: int, loss: float) -> None:
-                    run.emit(BuildProgress("recover", "advanced", done, steps, f"loss {loss:.4f}"))
-
-                outcome.detail = distill(
-                    model,
-                    loaded.task_model,
-                    loaded.tokenizer,
-                    calibration,
-                    steps=steps,
-                    max_length=max_length,
-                    on_step=on_step,
-                )
-                outcome.score = _score_torch(
-                    model, loaded, eval_set, reference, labels, gate.metric
-                )
-
-        exported = work / "exported.onnx"
-        with run.step("export") as outcome:
-            signature: ModelSignature = export_onnx(
-                model, loaded.tokenizer, exported, max_length=max_length
-            )
-            outcome.detail = (
-                f"ONNX opset 17, dynamic batch and sequence axes, output {model.output_name}"
-            )
-            outcome.size_bytes = model_size_bytes(exported)
-            outcome.score = _score_onnx(exported, loaded, eval_set, reference, labels, gate.metric)
-
-        quantized = work / "quantized.onnx"
-        quantize = optimize.quantize
-        if quantize.mode == "none":
-            run.skip("quantize", "quantize.mode: none")
-            copy_unquantized(exported, quantized)
-        else:
-            with run.step("quantize") as outcome:
-                outcome.detail = _quantize(
-                    exported, quantized, spec, loaded, calibration, max_length
-                )
-                outcome.size_bytes = model_size_bytes(quantized)
-                outcome.score = _score_onnx(
-                    quantized, loaded, eval_set, reference, labels, gate.metric
-                )
-
+        reference, baseline = _load_step(run)
+        calibration = _calibration_texts(spec)
+        model = _prune_step(run, reference, calibration)
+        _recover_step(run, reference, model, calibration)
+        signature = _export_step(run, reference, model, exported)
+        _quantize_step(run, reference, exported, artifact, calibration)
         with run.step("evaluate") as outcome:
-            final_score = run.scores[-1][1]
-            verdict = gate_verdict(final_score, gate)
+            verdict = gate_verdict(run.scores[-1][1], spec.optimize.accuracy)
             outcome.detail = (
-                f"gate {'passed' if verdict.passed else 'FAILED'} on {len(eval_set)} texts"
+                f"gate {'passed' if verdict.passed else 'FAILED'} on "
+                f"{len(reference.eval_set)} texts"
             )
 
-        original = Measurement(size_bytes=loaded.size_bytes)
-        optimized = Measurement(size_bytes=model_size_bytes(quantized))
         report = BuildReport(
             name=spec.name,
-            spec_hash=build_inputs_hash(spec.source, optimize),
+            spec_hash=build_inputs_hash(spec.source, spec.optimize),
             passed=False,
             source_uri=spec.source.uri,
             task=spec.source.task,
             steps=run.steps,
-            original=original,
-            optimized=optimized,
+            original=Measurement(size_bytes=reference.loaded.size_bytes),
+            optimized=Measurement(size_bytes=model_size_bytes(artifact)),
             accuracy=verdict,
             signature=signature,
             versions=_versions(),
@@ -395,40 +474,20 @@ def run_build(
             )
 
         if benchmark:
-            with run.step("benchmark") as outcome:
-                settings = benchmark_settings or BenchmarkSettings()
-                single = benchmark_batch(
-                    loaded.tokenizer, eval_set.texts, 1, settings.sequence_length
-                )
-                full = benchmark_batch(
-                    loaded.tokenizer, eval_set.texts, settings.batch_size, settings.sequence_length
-                )
-                measured = measure(
-                    {
-                        "original": torch_runner(loaded.task_model),
-                        "optimized": onnx_runner(quantized, settings.thread_count),
-                    },
-                    {"original": original.size_bytes, "optimized": optimized.size_bytes},
-                    single,
-                    full,
-                    settings,
-                )
-                report.original, report.optimized = measured["original"], measured["optimized"]
-                speedup = (report.optimized.throughput or 0) / max(
-                    1e-9, report.original.throughput or 0
-                )
-                outcome.detail = (
-                    f"PyTorch eager fp32 vs optimized ONNX, batch {settings.batch_size} x "
-                    f"{settings.sequence_length} tokens, {settings.thread_count} threads: "
-                    f"{speedup:.2f}x throughput"
-                )
+            settings = benchmark_settings or BenchmarkSettings()
+            measured = _benchmark_step(run, reference, artifact, settings)
+            report.original, report.optimized = measured["original"], measured["optimized"]
         else:
             run.skip("benchmark", "benchmark disabled")
         report.steps = run.steps
 
         config_text = render_triton_config(spec.name, signature, spec.serving)
         folder = assemble_model_folder(
-            staging, spec.name, model=quantized, config_text=config_text, tokenizer=loaded.tokenizer
+            staging,
+            spec.name,
+            model=artifact,
+            config_text=config_text,
+            tokenizer=reference.loaded.tokenizer,
         )
         report.hashes = file_hashes(folder)
         report.passed = True
@@ -436,53 +495,18 @@ def run_build(
     return report
 
 
-def _score_torch(
-    model: TaskModel,
-    loaded: LoadedModel,
-    eval_set: TextSet,
-    reference: FloatArray,
-    labels: list[int] | None,
-    metric: str,
-) -> Score:
-    outputs = torch_outputs(model, loaded.tokenizer, eval_set.texts, loaded.max_sequence_length)
-    return score_outputs(metric, reference, outputs, labels)
-
-
-def _score_onnx(
-    path: Path,
-    loaded: LoadedModel,
-    eval_set: TextSet,
-    reference: FloatArray,
-    labels: list[int] | None,
-    metric: str,
-) -> Score:
-    outputs = onnx_outputs(path, loaded.tokenizer, eval_set.texts, loaded.max_sequence_length)
-    return score_outputs(metric, reference, outputs, labels)
-
-
 def _quantize(
-    exported: Path,
-    target: Path,
-    spec: BuildSpec,
-    loaded: LoadedModel,
-    calibration: list[str],
-    max_length: int,
+    exported: Path, target: Path, spec: BuildSpec, reference: _Reference, calibration: list[str]
 ) -> str:
-    import onnx
-
-    from optimodel.model_builder.quantize import weight_matmuls
-
+    """Apply spec.optimize.quantize to `exported`; returns what was done, in words."""
     quantize = spec.optimize.quantize
+    tokenizer, max_length = reference.loaded.tokenizer, reference.max_length
     matmuls = len(weight_matmuls(onnx.load(str(exported), load_external_data=False)))
     _check_quantize_applies(spec, matmuls)
     keep: list[str] = []
     if quantize.keep_fp32_nodes:
-        batches = [
-            batch
-            for _, batch in length_sorted_batches(
-                loaded.tokenizer, calibration[:SENSITIVITY_TEXTS], max_length, 32
-            )
-        ]
+        texts = calibration[:SENSITIVITY_TEXTS]
+        batches = [batch for _, batch in length_sorted_batches(tokenizer, texts, max_length, 32)]
         ranked = matmul_sensitivity(exported, batches, per_channel=quantize.per_channel)
         keep = [name for name, _ in ranked[: quantize.keep_fp32_nodes]]
     match quantize.mode:
@@ -492,8 +516,7 @@ def _quantize(
             )
         case "int8-static":
             batches = [
-                batch
-                for _, batch in length_sorted_batches(loaded.tokenizer, calibration, max_length, 16)
+                batch for _, batch in length_sorted_batches(tokenizer, calibration, max_length, 16)
             ]
             return quantize_int8_static(
                 exported,
