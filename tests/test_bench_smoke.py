@@ -32,6 +32,7 @@ def test_quick_bench_on_a_tiny_model(tmp_path: Path) -> None:
     names = [row["name"] for row in model["contenders"]]
     assert names == [
         "pytorch-fp32",
+        "pytorch-fp32-eager-attention",
         "torch-ao-int8",
         "onnxruntime-fp32",
         "optimodel-int8",

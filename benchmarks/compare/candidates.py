@@ -4,8 +4,11 @@ Every contender is prepared from the same loaded original (`model_builder.load`)
 the builder's own runners (`model_builder.benchmark.torch_runner` / `onnx_runner`) and scored
 on the same texts against the same PyTorch fp32 outputs:
 
-- pytorch-fp32: the original model, eager PyTorch (the do-nothing baseline);
-- torch-ao-int8: `torch.ao.quantization.quantize_dynamic` on every nn.Linear (qint8);
+- pytorch-fp32: the original model in eager PyTorch as `from_pretrained` gives it, with
+  transformers' default (sdpa) attention: the do-nothing baseline;
+- pytorch-fp32-eager-attention: the same with eager attention (what the builder exports);
+- torch-ao-int8: `torch.ao.quantization.quantize_dynamic` on every nn.Linear (qint8) of the
+  default model;
 - onnxruntime-fp32: the plain ONNX export in onnxruntime, no quantization or pruning
   (graph fusion at session load, which every onnxruntime user gets by default);
 - optimum-*: Optimum's ORT quantizer presets, quantized in the Optimum venv, run here;
@@ -31,7 +34,12 @@ from optimodel.model_builder.data import DEFAULT_EVAL_DATA
 from optimodel.model_builder.evaluate import onnx_outputs, onnx_session
 from optimodel.model_builder.export import export_onnx
 from optimodel.model_builder.load import LoadedModel
-from optimodel.model_builder.modeling import TokenBatch, length_sorted_batches, torch_outputs
+from optimodel.model_builder.modeling import (
+    TaskModel,
+    TokenBatch,
+    length_sorted_batches,
+    torch_outputs,
+)
 from optimodel.model_builder.pipeline import ProgressCallback, run_build
 from optimodel.model_builder.quantize import model_size_bytes
 from optimodel.model_builder.report import MODEL_FILE, BuildReport
@@ -157,43 +165,77 @@ def foreign_onnx_contender(
     return Contender(name, label, "optimum", run, outputs, model_size_bytes(path), notes)
 
 
-def baseline_contender(loaded: LoadedModel) -> Contender:
-    def outputs(texts: list[str]) -> FloatArray:
-        return torch_outputs(loaded.task_model, loaded.tokenizer, texts, loaded.max_sequence_length)
+def default_attention_model(loaded: LoadedModel) -> TaskModel:
+    """The original as plain `from_pretrained` loads it (transformers' default attention).
 
-    return Contender(
+    The builder loads eager attention because it exports to plain MatMuls; a user who does
+    nothing gets sdpa, which is usually the faster of the two in PyTorch.
+    """
+    import transformers
+
+    auto: Any = (
+        transformers.AutoModelForSequenceClassification
+        if loaded.task == "text-classification"
+        else transformers.AutoModel
+    )
+    model = auto.from_pretrained(loaded.source_dir, local_files_only=True).eval()
+    head = loaded.task_model
+    return TaskModel(model, head.task, pooling=head.pooling, normalize=head.normalize).eval()
+
+
+def _torch_contender(
+    name: str, label: str, family: Family, model: TaskModel, loaded: LoadedModel, size: int,
+    notes: str,
+) -> Contender:  # fmt: skip
+    def outputs(texts: list[str]) -> FloatArray:
+        return torch_outputs(model, loaded.tokenizer, texts, loaded.max_sequence_length)
+
+    return Contender(name, label, family, torch_runner(model), outputs, size, notes)
+
+
+def baseline_contenders(loaded: LoadedModel) -> tuple[Contender, Contender, TaskModel]:
+    """PyTorch fp32 with default attention (the baseline) and with eager attention."""
+    default = default_attention_model(loaded)
+    attention = getattr(default.model.config, "_attn_implementation", "default")
+    baseline = _torch_contender(
         "pytorch-fp32",
         "PyTorch eager fp32 (baseline)",
         "baseline",
-        torch_runner(loaded.task_model),
-        outputs,
+        default,
+        loaded,
         loaded.size_bytes,
-        "the original weights in eager PyTorch; size = the safetensors file",
+        f"from_pretrained as is ({attention} attention); size = the safetensors file",
     )
+    eager = _torch_contender(
+        "pytorch-fp32-eager-attention",
+        "PyTorch eager fp32, eager attention",
+        "peer",
+        loaded.task_model,
+        loaded,
+        loaded.size_bytes,
+        "attn_implementation='eager', as the builder loads it for export",
+    )
+    return baseline, eager, default
 
 
-def torch_ao_contender(loaded: LoadedModel) -> Contender:
+def torch_ao_contender(loaded: LoadedModel, original: TaskModel) -> Contender:
     with warnings.catch_warnings():
         # torch.ao warns that its quantized tensor API is deprecated; it is still what
         # "just use torch dynamic quantization" means today.
         warnings.simplefilter("ignore")
         model = torch.ao.quantization.quantize_dynamic(  # type: ignore[no-untyped-call]
-            copy.deepcopy(loaded.task_model), {torch.nn.Linear}, dtype=torch.qint8
+            copy.deepcopy(original), {torch.nn.Linear}, dtype=torch.qint8
         )
     buffer = io.BytesIO()
     torch.save(model.state_dict(), buffer)
-
-    def outputs(texts: list[str]) -> FloatArray:
-        return torch_outputs(model, loaded.tokenizer, texts, loaded.max_sequence_length)
-
-    return Contender(
+    return _torch_contender(
         "torch-ao-int8",
         "torch.ao dynamic int8",
         "peer",
-        torch_runner(model),
-        outputs,
+        model,
+        loaded,
         len(buffer.getvalue()),
-        "quantize_dynamic({nn.Linear}, qint8); size = torch.save(state_dict)",
+        "quantize_dynamic({nn.Linear}, qint8) of the baseline; size = torch.save(state_dict)",
     )
 
 

@@ -35,7 +35,7 @@ from rich.markdown import Markdown
 from benchmarks.compare import plots, tables
 from benchmarks.compare.candidates import (
     Contender,
-    baseline_contender,
+    baseline_contenders,
     foreign_onnx_contender,
     onnxruntime_fp32_contender,
     optimodel_contender,
@@ -218,7 +218,8 @@ def build_contenders(
     problems: list[str] = []
     model_work = work / "artifacts" / model.key
     model_work.mkdir(parents=True, exist_ok=True)
-    contenders = [baseline_contender(loaded), torch_ao_contender(loaded)]
+    baseline, eager_attention, default_model = baseline_contenders(loaded)
+    contenders = [baseline, eager_attention, torch_ao_contender(loaded, default_model)]
     contenders.append(onnxruntime_fp32_contender(loaded, model_work, threads))
     if optimum.available and model.model_dir is not None:
         _phase(f"{model.key}: Optimum presets (in {optimum.detail.split()[-1]})")
