@@ -75,7 +75,11 @@ def publish_model_folder(folder: Path, report: BuildReport, out_dir: Path) -> Pa
         # Two renames: the old version moves aside only once the new one is complete.
         retired = out_dir / f"{STAGING_PREFIX}{folder.name}-retired-{uuid.uuid4().hex[:8]}"
         target.rename(retired)
-        folder.rename(target)
+        try:
+            folder.rename(target)
+        except OSError:
+            retired.rename(target)  # put the served version back before failing
+            raise
         shutil.rmtree(retired, ignore_errors=True)
     else:
         folder.rename(target)

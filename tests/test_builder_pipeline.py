@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -185,3 +186,33 @@ def test_contradictory_spec_is_refused_before_any_work(tmp_path: Path) -> None:
         run_build(spec, tmp_path)
     assert caught.value.field == "spec.optimize.prune.sparsity"
     assert not tmp_path.joinpath("tiny").exists()
+
+
+def test_failed_swap_puts_the_served_version_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    served = tmp_path / "tiny"
+    served.mkdir()
+    (served / "config.pbtxt").write_text("served")
+    staged = tmp_path / ".staging-x" / "tiny"
+    staged.mkdir(parents=True)
+    rename = Path.rename
+
+    def failing_rename(self: Path, target: Any) -> Any:
+        if self == staged:
+            raise OSError("cross-device link")
+        return rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_rename)
+    report = BuildReport(
+        name="tiny",
+        spec_hash="0",
+        passed=True,
+        source_uri="file:///m",
+        task="feature-extraction",
+        created_at=datetime.now(UTC),
+    )
+    with pytest.raises(OSError, match="cross-device"):
+        repository.publish_model_folder(staged, report, tmp_path)
+    assert (served / "config.pbtxt").read_text() == "served"
+    assert _entries(tmp_path) == [".staging-x", "tiny"]
