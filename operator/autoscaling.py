@@ -9,6 +9,7 @@ The prometheus-adapter rules the HPA needs are in operator/AUTOSCALING.md.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -122,6 +123,12 @@ class PrometheusSource:
             f"sum(rate(nv_inference_queue_duration_us{selector}[1m])) / "
             f"clamp_min(sum(rate(nv_inference_request_success{selector}[1m])), 0.001)"
         )
+
+    def inference_rate(self, namespace: str, deployment: str, window: str = "5m") -> str:
+        """Inferences per second over the Deployment's pods (Triton's nv_inference_count)."""
+        ns, pod = self.triton_namespace_label, self.triton_pod_label
+        selector = f'{{{ns}="{namespace}",{pod}=~"{_pods_of(deployment)}"}}'
+        return f"sum(rate(nv_inference_count{selector}[{window}]))"
 
 
 def _pods_of(deployment: str) -> str:
@@ -290,4 +297,41 @@ def autoscaler_cap_patch(engine: api.AutoscalingEngine, max_replicas: int) -> di
     return {
         "metadata": {"annotations": {KEDA_PAUSED_REPLICAS: "0" if max_replicas == 0 else None}},
         "spec": {"maxReplicaCount": max(max_replicas, 1)},
+    }
+
+
+def live_cap(autoscaler: Mapping[str, Any]) -> int | None:
+    """The cap a live autoscaler enforces (0 for a ScaledObject paused at zero), or None."""
+    spec = autoscaler.get("spec") or {}
+    if autoscaler.get("kind") == HPA.kind:
+        value = spec.get("maxReplicas")
+    else:
+        annotations = (autoscaler.get("metadata") or {}).get("annotations") or {}
+        if annotations.get(KEDA_PAUSED_REPLICAS) == "0":
+            return 0
+        value = spec.get("maxReplicaCount")
+    return int(value) if isinstance(value, int) else None
+
+
+def without_cap(manifest: Mapping[str, Any]) -> dict[str, Any]:
+    """A rendered autoscaler minus the fields the budget owns (maxReplicas, KEDA's pause).
+
+    The operator compares and hashes autoscalers without them, so a new cap is a merge patch
+    of those fields only (`autoscaler_cap_patch`), never a rewrite of the autoscaler."""
+    stripped = copy.deepcopy(dict(manifest))
+    spec = stripped.get("spec") or {}
+    spec.pop("maxReplicas" if stripped.get("kind") == HPA.kind else "maxReplicaCount", None)
+    annotations = (stripped.get("metadata") or {}).get("annotations")
+    if isinstance(annotations, dict):
+        annotations.pop(KEDA_PAUSED_REPLICAS, None)
+        if not annotations:
+            stripped["metadata"].pop("annotations")
+    return stripped
+
+
+def is_autoscaler(manifest: Mapping[str, Any]) -> bool:
+    """Whether a manifest is one of the autoscaler kinds rendered here."""
+    return (manifest.get("apiVersion"), manifest.get("kind")) in {
+        (HPA.api_version, HPA.kind),
+        (SCALED_OBJECT.api_version, SCALED_OBJECT.kind),
     }

@@ -15,11 +15,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from optimodel.operator import api, naming
+from optimodel.operator import api, autoscaling, naming
 
 # create: missing; update: the rendering changed (spec, build, settings); restore: someone
-# edited the child by hand; conflict: an object of that name is not ours; keep: all good.
-ChildAction = Literal["create", "update", "restore", "conflict", "keep"]
+# edited the child by hand; conflict: an object of that name is not ours; keep: all good;
+# delete: ours, but no longer rendered (an autoscaler after autoscaling was turned off or
+# its engine changed).
+ChildAction = Literal["create", "update", "restore", "conflict", "keep", "delete"]
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,11 @@ def controlled_by(child: Mapping[str, Any], owner_uid: str) -> bool:
 def comparable(desired: Mapping[str, Any], scaled_elsewhere: bool) -> dict[str, Any]:
     """The rendered fields the operator keeps enforcing after creation.
 
-    With autoscaling on, the autoscaler owns a Deployment's replicas after creation."""
+    With autoscaling on, the autoscaler owns a Deployment's replicas after creation. An
+    autoscaler's cap belongs to the budget: it is compared and patched on its own
+    (`autoscaling.autoscaler_cap_patch`), so a new cap never rewrites the autoscaler."""
+    if autoscaling.is_autoscaler(desired):
+        return autoscaling.without_cap(desired)
     wanted = copy.deepcopy(dict(desired))
     if scaled_elsewhere and wanted.get("kind") == "Deployment":
         wanted.get("spec", {}).pop("replicas", None)
@@ -156,6 +162,23 @@ def plan_children(
         )
         for child in desired
     ]
+
+
+def plan_removals(
+    desired: Sequence[Mapping[str, Any]],
+    actual: Mapping[tuple[str, str], Mapping[str, Any] | None],
+    owner_uid: str,
+    removable: Sequence[tuple[str, str]],
+) -> list[ChildChange]:
+    """Children in `removable` (kind, name) that exist, are controlled by this model and are
+    no longer rendered. Objects of those names that are not ours are left alone."""
+    rendered = {(str(child["kind"]), str(child["metadata"]["name"])) for child in desired}
+    changes: list[ChildChange] = []
+    for key in removable:
+        found = actual.get(key)
+        if key not in rendered and found is not None and controlled_by(found, owner_uid):
+            changes.append(ChildChange("delete", found, found))
+    return changes
 
 
 def restore_patch(change: ChildChange) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from urllib.parse import quote, urlencode
 
 from kubernetes import client as k8s
 
-from optimodel.operator import api
+from optimodel.operator import api, autoscaling
 
 Body = dict[str, Any]
 PatchType = Literal["merge", "json"]
@@ -58,10 +58,29 @@ PODS = Resource("", "v1", "pods", "Pod")
 DEPLOYMENTS = Resource("apps", "v1", "deployments", "Deployment")
 SERVICES = Resource("", "v1", "services", "Service")
 CONFIG_MAPS = Resource("", "v1", "configmaps", "ConfigMap")
+HORIZONTAL_POD_AUTOSCALERS = Resource(
+    autoscaling.HPA.group, autoscaling.HPA.version, autoscaling.HPA.plural, autoscaling.HPA.kind
+)
+SCALED_OBJECTS = Resource(
+    autoscaling.SCALED_OBJECT.group,
+    autoscaling.SCALED_OBJECT.version,
+    autoscaling.SCALED_OBJECT.plural,
+    autoscaling.SCALED_OBJECT.kind,
+)
+AUTOSCALERS = (HORIZONTAL_POD_AUTOSCALERS, SCALED_OBJECTS)
 
 RESOURCES_BY_KIND: Mapping[tuple[str, str], Resource] = {
     (resource.api_version, resource.kind): resource
-    for resource in (OPTIMIZED_MODELS, JOBS, PODS, DEPLOYMENTS, SERVICES, CONFIG_MAPS)
+    for resource in (
+        OPTIMIZED_MODELS,
+        JOBS,
+        PODS,
+        DEPLOYMENTS,
+        SERVICES,
+        CONFIG_MAPS,
+        HORIZONTAL_POD_AUTOSCALERS,
+        SCALED_OBJECTS,
+    )
 }
 
 
@@ -183,3 +202,15 @@ class KubeApi:
             patch,
             _CONTENT_TYPES[patch_type],
         )
+
+    async def delete(self, resource: Resource, namespace: str, name: str, uid: str) -> None:
+        """Delete one object, only if it still is the one decided on (uid precondition);
+        gone already is fine."""
+        body = {"apiVersion": "v1", "kind": "DeleteOptions", "preconditions": {"uid": uid}}
+        try:
+            await asyncio.to_thread(
+                self._call, "DELETE", resource.path(namespace, name), None, body
+            )
+        except KubeError as error:
+            if not error.not_found:
+                raise

@@ -37,7 +37,7 @@ class QuietEventHandlers(logging.Filter):
     """Drop Kopf's "Handler ... succeeded" lines for the event handlers (child and model
     watches fire on every Deployment status change); change handlers keep theirs."""
 
-    NOISY = ("'build-job'", "'serving-", "'model-deleted'", "'resync'")
+    NOISY = ("'build-job'", "'serving-", "'model-deleted'", "'resync'", "'budget'")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()

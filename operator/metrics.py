@@ -1,11 +1,14 @@
-"""Prometheus metrics of the operator itself (the cost metrics live with the budget code).
+"""Prometheus metrics of the operator: its own work, and the cost gauges per OptimizedModel
+(defined in cost_metrics.py, registered here in the registry /metrics serves).
 
 Served on settings.metricsPort at /metrics by `serve_metrics`.
 """
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram, start_http_server
+from prometheus_client import REGISTRY, Counter, Gauge, Histogram, start_http_server
+
+from optimodel.operator.cost_metrics import CostMetrics
 
 RECONCILES = Counter(
     "optimodel_reconciles",
@@ -33,6 +36,8 @@ DRIFT_REPAIRS = Counter(
     "optimodel_drift_repairs", "Children restored after a hand edit or deletion.", ["kind"]
 )
 MODELS = Gauge("optimodel_models", "OptimizedModels by phase.", ["phase"])
+# Set by every reconcile from status.cost; a deleted model's series are removed.
+COST = CostMetrics(REGISTRY)
 
 
 def serve_metrics(port: int, address: str = "0.0.0.0") -> int:

@@ -32,6 +32,7 @@ RENDERED_HASH = f"{api.GROUP}/rendered-hash"
 
 BUILDER = "builder"
 SERVER = "server"
+AUTOSCALER = "autoscaler"
 
 BUILDER_CONTAINER = "build"
 TRITON_CONTAINER = "triton"
@@ -52,6 +53,11 @@ def deployment_name(model: str) -> str:
 
 
 def service_name(model: str) -> str:
+    return model
+
+
+def autoscaler_name(model: str) -> str:
+    """The HorizontalPodAutoscaler or KEDA ScaledObject (KEDA names its own HPA keda-hpa-<name>)."""
     return model
 
 

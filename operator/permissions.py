@@ -36,6 +36,10 @@ NAMESPACED: tuple[Permission, ...] = (
     Permission("apps", "deployments", (*WATCH, "create", "patch")),
     Permission("", "services", (*WATCH, "create", "patch")),
     Permission("", "configmaps", (*WATCH, "create", "patch")),
+    # The autoscaler: re-capped by merge patch; deleted when autoscaling is turned off or its
+    # engine changes (only the one this model controls).
+    Permission("autoscaling", "horizontalpodautoscalers", (*WATCH, "create", "patch", "delete")),
+    Permission("keda.sh", "scaledobjects", (*WATCH, "create", "patch", "delete")),
     # Build pods carry the builder's termination message.
     Permission("", "pods", ("list",)),
     # Kopf posts Events through the core API.

@@ -116,7 +116,7 @@ def decide_build(
     model = model_ref(body)
     generation = int(body["metadata"].get("generation") or 1)
     served = status.build
-    problems = manifest_problems(dict(body))
+    problems = manifest_problems(dict(body), budget_annotations=False)
     if problems:
         built = ConditionUpdate("Built", "False", "InvalidSpec", describe_problems(problems))
         return BuildDecision(model, generation, problems, built=built, serving=served)
@@ -168,7 +168,7 @@ def decide_build(
 
 def build_key_of(body: Mapping[str, Any], settings: OperatorSettings) -> str | None:
     """The current build key, or None for an invalid spec (to pick the Job whose pods to read)."""
-    if manifest_problems(dict(body)):
+    if manifest_problems(dict(body), budget_annotations=False):
         return None
     spec = parse_spec(body)
     store = ArtifactStore.for_model(spec.storage, settings)
@@ -327,6 +327,14 @@ def change_events(decision: BuildDecision, changes: Sequence[ChildChange]) -> li
             )
         elif change.action == "update":
             events.append(_update_event(change))
+        elif change.action == "delete":
+            events.append(
+                ModelEvent(
+                    "Normal",
+                    "Removed",
+                    f"deleted {change.kind} {change.name}: the spec no longer asks for it",
+                )
+            )
     return events
 
 

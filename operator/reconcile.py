@@ -1,7 +1,9 @@
-"""Reconcile one OptimizedModel: read, decide (planning.py, pure), write, record status.
+"""Reconcile one OptimizedModel: read, decide (planning.py, budget.py: pure), write, record
+status.
 
-Every handler ends up here, for whichever event woke it; one reconcile per model runs at a
-time. Writes carry the resourceVersion they were decided on, so a decision made on a stale
+Every handler ends up here, for whichever event woke it, the budget timer included; one
+reconcile per model runs at a time, so the timer and the event handlers never race on the
+status. Writes carry the resourceVersion they were decided on, so a decision made on a stale
 read fails with 409 and is retried from a fresh read instead of overwriting newer state.
 """
 
@@ -12,23 +14,39 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from optimodel.operator import metrics, naming
+from optimodel.operator import autoscaling, metrics, naming
+from optimodel.operator.api import OptimizedModelStatus
+from optimodel.operator.budget import (
+    BudgetOutcome,
+    SpendTick,
+    assess_model_budget,
+    lookahead_for,
+)
 from optimodel.operator.builds import job_state
-from optimodel.operator.children import ChildChange, plan_children, restore_patch
+from optimodel.operator.children import (
+    ChildChange,
+    controlled_by,
+    plan_children,
+    plan_removals,
+    restore_patch,
+)
 from optimodel.operator.events import EventSink
 from optimodel.operator.kube import (
     CONFIG_MAPS,
     DEPLOYMENTS,
+    HORIZONTAL_POD_AUTOSCALERS,
     JOBS,
     OPTIMIZED_MODELS,
     PODS,
+    SCALED_OBJECTS,
     SERVICES,
     Body,
     KubeApi,
     KubeError,
+    Resource,
     resource_of,
 )
 from optimodel.operator.planning import (
@@ -42,9 +60,10 @@ from optimodel.operator.planning import (
 )
 from optimodel.operator.render import ServingInputs, render_children
 from optimodel.operator.settings import OperatorSettings
-from optimodel.operator.status import parse_status, status_document
+from optimodel.operator.status import parse_status, set_condition, status_document
 
 ModelKey = tuple[str, str]
+ChildKey = tuple[str, str]
 MAX_ATTEMPTS = 5
 
 logger = logging.getLogger("optimodel.operator")
@@ -86,12 +105,24 @@ class Reconciler:
     clock: Callable[[], datetime] = lambda: datetime.now(UTC)
     _locks: dict[ModelKey, _ModelLock] = field(default_factory=dict)
     _phases: dict[ModelKey, str] = field(default_factory=dict)
+    # Budget ticks that found nothing running and wrote nothing (see budget.py).
+    _idle_since: dict[ModelKey, datetime] = field(default_factory=dict)
+    # Models told once that their autoscaler's API is not served (KEDA not installed).
+    _unserved_autoscalers: set[ModelKey] = field(default_factory=set)
 
-    async def reconcile(self, namespace: str, name: str, *, coalesce: bool = False) -> None:
+    async def reconcile(
+        self,
+        namespace: str,
+        name: str,
+        *,
+        coalesce: bool = False,
+        tick: SpendTick | None = None,
+    ) -> None:
         """Bring one model to its desired state.
 
         With `coalesce`, a call that waited while another reconcile of the same model started
-        returns at once: that reconcile read the world after this call's event happened."""
+        returns at once: that reconcile read the world after this call's event happened.
+        A `tick` (the budget timer) also accounts spend up to now."""
         state = self._locks.setdefault((namespace, name), _ModelLock())
         seen = state.started
         async with state.lock:
@@ -100,7 +131,7 @@ class Reconciler:
             state.started += 1
             started = time.perf_counter()
             try:
-                await self._reconcile_with_retries(namespace, name)
+                await self._reconcile_with_retries(namespace, name, tick)
             except Exception:
                 metrics.RECONCILES.labels("error").inc()
                 raise
@@ -108,15 +139,21 @@ class Reconciler:
                 metrics.RECONCILE_SECONDS.observe(time.perf_counter() - started)
 
     def forget(self, namespace: str, name: str) -> None:
-        """Drop per-model state after the model is deleted."""
-        self._locks.pop((namespace, name), None)
-        if self._phases.pop((namespace, name), None) is not None:
+        """Drop per-model state (and its cost metrics) after the model is deleted."""
+        key = (namespace, name)
+        self._locks.pop(key, None)
+        self._idle_since.pop(key, None)
+        self._unserved_autoscalers.discard(key)
+        metrics.COST.forget(namespace, name)
+        if self._phases.pop(key, None) is not None:
             self._publish_phases()
 
-    async def _reconcile_with_retries(self, namespace: str, name: str) -> None:
+    async def _reconcile_with_retries(
+        self, namespace: str, name: str, tick: SpendTick | None
+    ) -> None:
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                await self._reconcile_once(namespace, name)
+                await self._reconcile_once(namespace, name, tick)
             except KubeError as error:
                 if not error.conflict:
                     raise
@@ -141,7 +178,7 @@ class Reconciler:
             pods = await self.api.list(PODS, namespace, {naming.JOB_NAME: job["metadata"]["name"]})
         return jobs, pods
 
-    async def _reconcile_once(self, namespace: str, name: str) -> None:
+    async def _reconcile_once(self, namespace: str, name: str, tick: SpendTick | None) -> None:
         body = await self.api.get(OPTIMIZED_MODELS, namespace, name)
         if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
             return
@@ -153,32 +190,50 @@ class Reconciler:
             await self.api.create(decision.job_to_create)
             metrics.BUILDS_STARTED.inc()
 
-        desired = self._render(decision, body, now)
-        actual = await self._read_children(namespace, name, desired)
+        actual = await self._read_children(namespace, name)
+        deployment = actual.get(("Deployment", naming.deployment_name(name)))
+        budget = self._assess_budget(decision, body, previous, deployment, now, tick)
+        desired = self._render(decision, body, now, budget)
         changes = plan_children(
             desired,
             actual,
             decision.model.uid,
             scaled_elsewhere=decision.spec is not None and decision.spec.autoscaling.enabled,
         )
+        changes = _without_stray_autoscaler(changes)
+        if desired:
+            removable = [(r.kind, naming.autoscaler_name(name)) for r in AUTOSCALER_RESOURCES]
+            changes += plan_removals(desired, actual, decision.model.uid, removable)
         after = dict(actual)
         for change in changes:
-            result = await self._apply(change, namespace)
-            if result is not None:
+            result = await self._apply(change, namespace, name)
+            if change.action == "delete":
+                after[(change.kind, change.name)] = None
+            elif result is not None:
                 after[(change.kind, change.name)] = result
         for event in change_events(decision, changes):
             self.events.post(body, event)
+        recapped = await self._recap(decision, budget, changes, after, previous, namespace)
 
+        base = previous
+        if budget is not None and budget.cost_status is not None:
+            base = previous.model_copy(update={"cost": budget.cost_status})
         outcome = next_status(
             decision=decision,
-            previous=previous,
+            previous=base,
             changes=changes,
             deployment=after.get(("Deployment", naming.deployment_name(name))),
             service=after.get(("Service", naming.service_name(name))),
             now=now,
         )
-        if outcome.write:
-            patch = merge_patch(body.get("status") or {}, status_document(outcome.status))
+        status = outcome.status
+        if budget is not None:
+            conditions = set_condition(
+                status.conditions, budget.condition, decision.generation, now
+            )
+            status = status.model_copy(update={"conditions": conditions})
+        if status != previous:
+            patch = merge_patch(body.get("status") or {}, status_document(status))
             patch = {
                 "metadata": {"resourceVersion": body["metadata"]["resourceVersion"]},
                 "status": patch,
@@ -189,13 +244,64 @@ class Reconciler:
                 if error.not_found:
                     return  # deleted meanwhile: its children go with it
                 raise
-        for event in outcome.events:
+        budget_events = budget.events if budget is not None else ()
+        for event in (*outcome.events, *recapped, *budget_events):
             self.events.post(body, event)
         self._count_builds(decision, outcome.events)
-        self._phases[(namespace, name)] = outcome.status.phase or "Pending"
+        self._record_budget(namespace, name, budget, status)
+        self._phases[(namespace, name)] = status.phase or "Pending"
         self._publish_phases()
 
-    def _render(self, decision: BuildDecision, body: Body, now: datetime) -> list[Body]:
+    def _assess_budget(
+        self,
+        decision: BuildDecision,
+        body: Body,
+        previous: OptimizedModelStatus,
+        deployment: Body | None,
+        now: datetime,
+        tick: SpendTick | None,
+    ) -> BudgetOutcome | None:
+        """The budget after this reconcile; None for an invalid spec (nothing to price)."""
+        if decision.invalid or decision.spec is None:
+            return None
+        replicas = 0
+        if deployment is not None and controlled_by(deployment, decision.model.uid):
+            replicas = int((deployment.get("status") or {}).get("replicas") or 0)
+        key = (decision.model.namespace, decision.model.name)
+        return assess_model_budget(
+            spec=decision.spec,
+            annotations=dict((body.get("metadata") or {}).get("annotations") or {}),
+            previous=previous,
+            replicas=replicas,
+            catalog=self.settings.price_catalog,
+            now=now,
+            tick=tick,
+            idle_since=self._idle_since.get(key),
+            lookahead=lookahead_for(timedelta(seconds=self.settings.budget_interval_seconds)),
+        )
+
+    def _record_budget(
+        self,
+        namespace: str,
+        name: str,
+        budget: BudgetOutcome | None,
+        status: OptimizedModelStatus,
+    ) -> None:
+        """Remember an unwritten idle tick; export the cost gauges."""
+        if budget is None:
+            return
+        key = (namespace, name)
+        if budget.idle_since is not None:
+            self._idle_since[key] = budget.idle_since
+        if budget.budget is not None and status.cost is not None:
+            document = status.cost.model_dump(by_alias=True, mode="json", exclude_none=True)
+            metrics.COST.observe(namespace, name, document, budget.budget, budget.within_budget)
+        else:
+            metrics.COST.within_budget.labels(namespace, name).set(0)
+
+    def _render(
+        self, decision: BuildDecision, body: Body, now: datetime, budget: BudgetOutcome | None
+    ) -> list[Body]:
         if decision.invalid or decision.serving is None:
             return []
         assert decision.spec is not None and decision.store is not None
@@ -209,27 +315,37 @@ class Reconciler:
             now=now,
             annotations=dict((body.get("metadata") or {}).get("annotations") or {}),
             status=parse_status(body.get("status")),
+            max_replicas=budget.max_replicas if budget is not None else None,
         )
         return render_children(inputs)
 
-    async def _read_children(
-        self, namespace: str, name: str, desired: list[Body]
-    ) -> dict[tuple[str, str], Body | None]:
-        wanted = {(str(d["kind"]), str(d["metadata"]["name"])): resource_of(d) for d in desired}
-        # Deployment and Service are read even when nothing is rendered (invalid spec, old
-        # artifact) to report what is being served.
-        wanted.setdefault(("Deployment", naming.deployment_name(name)), DEPLOYMENTS)
-        wanted.setdefault(("Service", naming.service_name(name)), SERVICES)
-        wanted.setdefault(("ConfigMap", naming.config_map_name(name)), CONFIG_MAPS)
+    async def _read_children(self, namespace: str, name: str) -> dict[ChildKey, Body | None]:
+        """Every child the model may have, rendered or not: the Deployment's replicas price the
+        budget before anything is rendered, and an autoscaler that is no longer rendered is
+        found to be deleted. Deployment and Service are read even when nothing is rendered
+        (invalid spec, old artifact) to report what is being served."""
+        wanted: dict[ChildKey, Resource] = {
+            ("Deployment", naming.deployment_name(name)): DEPLOYMENTS,
+            ("Service", naming.service_name(name)): SERVICES,
+            ("ConfigMap", naming.config_map_name(name)): CONFIG_MAPS,
+        }
+        for resource in AUTOSCALER_RESOURCES:
+            wanted[(resource.kind, naming.autoscaler_name(name))] = resource
         keys = list(wanted)
         found = await asyncio.gather(
             *(self.api.get(wanted[key], namespace, key[1]) for key in keys)
         )
         return dict(zip(keys, found, strict=True))
 
-    async def _apply(self, change: ChildChange, namespace: str) -> Body | None:
+    async def _apply(self, change: ChildChange, namespace: str, model: str) -> Body | None:
         if change.action == "create":
-            return await self.api.create(dict(change.desired))
+            try:
+                return await self.api.create(dict(change.desired))
+            except KubeError as error:
+                if error.not_found and autoscaling.is_autoscaler(change.desired):
+                    self._autoscaler_unserved(change, namespace, model)
+                    return None
+                raise
         if change.action in ("update", "restore"):
             assert change.actual is not None
             patch = restore_patch(change)
@@ -238,7 +354,80 @@ class Reconciler:
             if change.action == "restore":
                 metrics.DRIFT_REPAIRS.labels(change.kind).inc()
             return await self.api.patch(resource, namespace, change.name, patch)
+        if change.action == "delete":
+            uid = str(change.desired["metadata"]["uid"])
+            await self.api.delete(resource_of(change.desired), namespace, change.name, uid)
         return None
+
+    def _autoscaler_unserved(self, change: ChildChange, namespace: str, model: str) -> None:
+        """The cluster does not serve the autoscaler's API (KEDA missing): say so once; the
+        Deployment keeps its replicas and the next reconcile tries again."""
+        key = (namespace, model)
+        if key in self._unserved_autoscalers:
+            return
+        self._unserved_autoscalers.add(key)
+        api_version = change.desired["apiVersion"]
+        logger.warning("%s/%s: %s is not served by this cluster", namespace, model, api_version)
+        self.events.post(
+            {"metadata": {"name": model, "namespace": namespace, "uid": _owner_uid(change)}},
+            ModelEvent(
+                "Warning",
+                "AutoscalerUnavailable",
+                f"{api_version} {change.kind} is not served by this cluster; install KEDA, "
+                "or set spec.autoscaling.engine: hpa",
+            ),
+        )
+
+    async def _recap(
+        self,
+        decision: BuildDecision,
+        budget: BudgetOutcome | None,
+        changes: list[ChildChange],
+        after: dict[ChildKey, Body | None],
+        previous: OptimizedModelStatus,
+        namespace: str,
+    ) -> tuple[ModelEvent, ...]:
+        """Give the live autoscaler the budget's cap: a merge patch of the cap fields only
+        (no rebuild, no pod restart). Returns the Event to post, if the cap is not the
+        budget's own news (BudgetCapChanged)."""
+        if budget is None or decision.spec is None:
+            return ()
+        engine = decision.spec.autoscaling.engine
+        kind = autoscaling.autoscaler_kind(engine)
+        name = naming.autoscaler_name(decision.model.name)
+        if not any(c.kind == kind.kind and c.action != "conflict" for c in changes):
+            return ()  # not rendered, or not ours
+        live = after.get((kind.kind, name))
+        if live is None:
+            return ()
+        wanted = budget.max_replicas if engine == "keda" else max(budget.max_replicas, 1)
+        have = autoscaling.live_cap(live)
+        if have == wanted:
+            return ()
+        patch = autoscaling.autoscaler_cap_patch(engine, budget.max_replicas)
+        patch["metadata"] = {
+            **patch.get("metadata", {}),
+            "resourceVersion": live["metadata"]["resourceVersion"],
+        }
+        resource = resource_of(live)
+        after[(kind.kind, name)] = await self.api.patch(resource, namespace, name, patch)
+        if any(event.reason == "BudgetCapChanged" for event in budget.events):
+            return ()
+        if decision.generation != previous.observed_generation:
+            return (
+                ModelEvent(
+                    "Normal", "Updated", f"{kind.kind} {name}: maxReplicas {have} -> {wanted}"
+                ),
+            )
+        metrics.DRIFT_REPAIRS.labels(kind.kind).inc()
+        return (
+            ModelEvent(
+                "Normal",
+                "DriftRepaired",
+                f"restored {kind.kind} {name}: maxReplicas {have} was changed by hand, the "
+                f"budget's cap is {wanted}",
+            ),
+        )
 
     def _count_builds(self, decision: BuildDecision, events: tuple[ModelEvent, ...]) -> None:
         outcome = decision.outcome
@@ -258,3 +447,22 @@ class Reconciler:
             counts[phase] = counts.get(phase, 0) + 1
         for phase in ("Pending", "Building", "Deploying", "Ready", "Failed"):
             metrics.MODELS.labels(phase).set(counts.get(phase, 0))
+
+
+AUTOSCALER_RESOURCES: tuple[Resource, ...] = (HORIZONTAL_POD_AUTOSCALERS, SCALED_OBJECTS)
+
+
+def _owner_uid(change: ChildChange) -> str:
+    for reference in change.desired["metadata"].get("ownerReferences") or []:
+        return str(reference.get("uid"))
+    return ""
+
+
+def _without_stray_autoscaler(changes: list[ChildChange]) -> list[ChildChange]:
+    """No autoscaler for a Deployment that is not ours: it would scale someone else's pods."""
+    conflicted = any(c.kind == "Deployment" and c.action == "conflict" for c in changes)
+    if not conflicted:
+        return changes
+    return [
+        c for c in changes if not (autoscaling.is_autoscaler(c.desired) and c.action != "conflict")
+    ]

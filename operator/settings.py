@@ -10,6 +10,7 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -17,7 +18,12 @@ from pydantic import Field, ValidationError, field_validator, model_validator
 
 from optimodel.model_builder.spec import GPU_TYPE_PATTERN, SpecModel
 from optimodel.operator.api import PvcStorage, Storage
-from optimodel.operator.cost import DEFAULT_GPU_PRICES_USD_PER_HOUR
+from optimodel.operator.autoscaling import DEFAULT_PROMETHEUS_ADDRESS, PrometheusSource
+from optimodel.operator.cost import (
+    DEFAULT_CPU_REPLICA_USD_PER_HOUR,
+    DEFAULT_GPU_PRICES_USD_PER_HOUR,
+    PriceCatalog,
+)
 
 SETTINGS_FILE_ENV = "OPTIMODEL_SETTINGS_FILE"
 DEFAULT_SETTINGS_FILE = Path("/etc/optimodel/settings.yaml")
@@ -32,6 +38,8 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "OPTIMODEL_METRICS_PORT": "metricsPort",
     "OPTIMODEL_HEALTH_PORT": "healthPort",
     "OPTIMODEL_RESYNC_SECONDS": "resyncSeconds",
+    "OPTIMODEL_BUDGET_INTERVAL_SECONDS": "budgetIntervalSeconds",
+    "OPTIMODEL_PROMETHEUS_URL": "prometheus.url",
     "OPTIMODEL_PEERING_NAME": "peering.name",
     "OPTIMODEL_PEERING_PRIORITY": "peering.priority",
     "OPTIMODEL_PEERING_STANDALONE": "peering.standalone",
@@ -39,6 +47,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
 
 Resources = dict[str, dict[str, str]]
 _QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+_LABEL_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 
 
 class SettingsError(ValueError):
@@ -122,6 +131,49 @@ class PeeringSettings(SpecModel):
     standalone: bool = Field(default=False, description="Run without peering (one replica).")
 
 
+class PrometheusSettings(SpecModel):
+    """The Prometheus the operator asks for inference rates and KEDA's triggers query."""
+
+    url: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s]+$",
+        description="Base URL, e.g. http://prometheus-operated.monitoring.svc:9090. Unset: "
+        "status.cost.usdPerMillionInferences stays empty, and KEDA ScaledObjects query "
+        f"{DEFAULT_PROMETHEUS_ADDRESS}.",
+    )
+    timeout_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Timeout of one query by the operator."
+    )
+    dcgm_namespace_label: str = Field(
+        default="exported_namespace",
+        pattern=_LABEL_PATTERN,
+        description="Label naming a GPU's pod namespace in dcgm-exporter's series.",
+    )
+    dcgm_pod_label: str = Field(
+        default="exported_pod",
+        pattern=_LABEL_PATTERN,
+        description="Label naming a GPU's pod in dcgm-exporter's series.",
+    )
+    triton_namespace_label: str = Field(
+        default="namespace",
+        pattern=_LABEL_PATTERN,
+        description="Namespace label of Triton's series.",
+    )
+    triton_pod_label: str = Field(
+        default="pod", pattern=_LABEL_PATTERN, description="Pod label of Triton's series."
+    )
+
+    def source(self) -> PrometheusSource:
+        """The queries' address and labels, as the autoscaler renderer takes them."""
+        return PrometheusSource(
+            server_address=self.url or DEFAULT_PROMETHEUS_ADDRESS,
+            dcgm_namespace_label=self.dcgm_namespace_label,
+            dcgm_pod_label=self.dcgm_pod_label,
+            triton_namespace_label=self.triton_namespace_label,
+            triton_pod_label=self.triton_pod_label,
+        )
+
+
 class OperatorSettings(SpecModel):
     """Everything the operator reads at startup."""
 
@@ -149,6 +201,19 @@ class OperatorSettings(SpecModel):
         default_factory=dict,
         description="USD per GPU-hour by GPU type, merged over the built-in catalog.",
     )
+    cpu_replica_price: float | None = Field(
+        default=None,
+        ge=0,
+        description="USD per hour of one CPU-only replica (serving.gpu.count 0); unset: "
+        f"{DEFAULT_CPU_REPLICA_USD_PER_HOUR}.",
+    )
+    budget_interval_seconds: float = Field(
+        default=60.0,
+        ge=1.0,
+        le=3600.0,
+        description="Spend is accounted, and budget caps recomputed, this often per model.",
+    )
+    prometheus: PrometheusSettings = Field(default_factory=PrometheusSettings)
     build: BuildSettings = Field(default_factory=BuildSettings)
     serving: ServingSettings = Field(default_factory=ServingSettings)
     namespaces: list[str] = Field(
@@ -190,6 +255,15 @@ class OperatorSettings(SpecModel):
     def gpu_price_catalog(self) -> dict[str, float]:
         """The built-in prices with the settings' overrides on top."""
         return {**DEFAULT_GPU_PRICES_USD_PER_HOUR, **self.gpu_prices}
+
+    @property
+    def price_catalog(self) -> PriceCatalog:
+        """The price catalog budgets are computed with (0 is a valid price: on-prem GPUs)."""
+        cpu = self.cpu_replica_price
+        return PriceCatalog(
+            MappingProxyType(self.gpu_price_catalog),
+            DEFAULT_CPU_REPLICA_USD_PER_HOUR if cpu is None else cpu,
+        )
 
 
 def _set_dotted(document: dict[str, Any], dotted: str, value: Any) -> None:

@@ -170,8 +170,10 @@ def schema_problems(document: Mapping[str, Any]) -> list[SpecProblem]:
     return problems
 
 
-def metadata_problems(document: Mapping[str, Any]) -> list[SpecProblem]:
-    """apiVersion, kind, name and the budget annotations."""
+def metadata_problems(
+    document: Mapping[str, Any], *, budget_annotations: bool = True
+) -> list[SpecProblem]:
+    """apiVersion, kind, name and (unless told otherwise) the budget annotations."""
     problems: list[SpecProblem] = []
     if document.get("apiVersion") != api.API_VERSION:
         problems.append(
@@ -212,6 +214,17 @@ def metadata_problems(document: Mapping[str, Any]) -> list[SpecProblem]:
                 'write annotations as key: "value" pairs',
             ),
         ]
+    if budget_annotations:
+        problems.extend(budget_annotation_problems(annotations))
+    return problems
+
+
+def budget_annotation_problems(annotations: Mapping[str, Any]) -> list[SpecProblem]:
+    """Budget annotations that are not positive amounts, and optimodel.io/ keys that are none.
+
+    The operator reports these on the WithinBudget condition (the model keeps serving and
+    building); `optimodel validate` reports them with the spec's problems."""
+    problems: list[SpecProblem] = []
     for key in api.BUDGET_ANNOTATIONS:
         if key in annotations:
             problems.extend(_positive_amount(f"metadata.annotations[{key}]", annotations[key]))
@@ -297,8 +310,11 @@ def parse_spec(document: Mapping[str, Any]) -> api.OptimizedModelSpec:
     return api.OptimizedModelSpec.model_validate(spec)
 
 
-def manifest_problems(document: object) -> list[SpecProblem]:
-    """Every problem with one manifest, in field order; empty when it is valid."""
+def manifest_problems(document: object, *, budget_annotations: bool = True) -> list[SpecProblem]:
+    """Every problem with one manifest, in field order; empty when it is valid.
+
+    The operator passes budget_annotations=False: a bad budget annotation must not stop
+    builds or rollouts, it sets WithinBudget=False instead (operator/budget.py)."""
     if not isinstance(document, dict):
         return [
             SpecProblem(
@@ -307,7 +323,7 @@ def manifest_problems(document: object) -> list[SpecProblem]:
                 "write an OptimizedModel object with apiVersion, kind, metadata, spec",
             )
         ]
-    problems = metadata_problems(document)
+    problems = metadata_problems(document, budget_annotations=budget_annotations)
     found = schema_problems(document)
     problems.extend(found)
     if found:

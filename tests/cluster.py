@@ -38,6 +38,8 @@ PODS = ("v1", "pods")
 DEPLOYMENTS = ("apps/v1", "deployments")
 SERVICES = ("v1", "services")
 CONFIG_MAPS = ("v1", "configmaps")
+HPAS = ("autoscaling/v2", "horizontalpodautoscalers")
+SCALED_OBJECTS = ("keda.sh/v1alpha1", "scaledobjects")
 EVENTS = ("v1", "events")
 Resource = tuple[str, str]
 

@@ -14,7 +14,11 @@ API-server behaviour Kopf 1.45 and the operator rely on, which kmock 0.8 lacks:
   accept `watch=True` (the kubernetes client's spelling) and honour timeoutSeconds;
 - lists and watches filter by labelSelector and fieldSelector (metadata.name/namespace);
 - deleting an object garbage-collects the objects whose ownerReferences point at it,
-  unless propagationPolicy is Orphan; finalizers delay deletion;
+  unless propagationPolicy is Orphan; finalizers delay deletion; a uid precondition that
+  does not match answers 409;
+- the `scale` subresource (what `kubectl scale` and autoscalers use): GET answers an
+  autoscaling/v1 Scale from the declared replica paths, PATCH/PUT of a Scale writes
+  spec.replicas (the CRD's specReplicasPath);
 - discovery reports `groupVersion: v1` for the core group and declares the resources in use.
 
 Controllers are not emulated: tests play the Job and Deployment controllers by patching
@@ -67,6 +71,9 @@ class ResourceDecl:
     kind: str
     namespaced: bool = True
     subresources: tuple[str, ...] = ("status",)
+    # The scale subresource's paths (a CRD's specReplicasPath, statusReplicasPath,
+    # labelSelectorPath); no selector path: the selector is spec.selector.matchLabels.
+    scale_paths: tuple[str, str, str | None] = ("spec.replicas", "status.replicas", None)
 
 
 DEFAULT_RESOURCES = (
@@ -75,12 +82,19 @@ DEFAULT_RESOURCES = (
         "optimizedmodels",
         "OptimizedModel",
         subresources=("status", "scale"),
+        scale_paths=("spec.replicas", "status.replicas", "status.selector"),
     ),
     ResourceDecl("batch/v1", "jobs", "Job"),
     ResourceDecl("apps/v1", "deployments", "Deployment", subresources=("status", "scale")),
     ResourceDecl("v1", "pods", "Pod"),
     ResourceDecl("v1", "services", "Service"),
     ResourceDecl("v1", "configmaps", "ConfigMap", subresources=()),
+    ResourceDecl(
+        "autoscaling/v2",
+        "horizontalpodautoscalers",
+        "HorizontalPodAutoscaler",
+    ),
+    ResourceDecl("keda.sh/v1alpha1", "scaledobjects", "ScaledObject"),
     ResourceDecl("v1", "events", "Event", subresources=()),
     ResourceDecl("v1", "namespaces", "Namespace", namespaced=False),
     ResourceDecl(
@@ -153,6 +167,48 @@ def _field_matches(selector: str, obj: Mapping[str, Any]) -> bool:
         if field.get(key) != value:
             return False
     return True
+
+
+def _at_path(obj: Mapping[str, Any], path: str) -> Any:
+    node: Any = obj
+    for part in path.split("."):
+        node = node.get(part) if isinstance(node, Mapping) else None
+    return node
+
+
+def scale_of(declaration: ResourceDecl, obj: Mapping[str, Any]) -> Body:
+    """The autoscaling/v1 Scale the API server shows for an object's scale subresource."""
+    spec_path, status_path, selector_path = declaration.scale_paths
+    meta = obj.get("metadata") or {}
+    if selector_path is None:
+        labels = _at_path(obj, "spec.selector.matchLabels") or {}
+        selector = ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
+    else:
+        selector = _at_path(obj, selector_path) or ""
+    scale: Body = {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            key: meta[key]
+            for key in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+            if key in meta
+        },
+        "spec": {"replicas": int(_at_path(obj, spec_path) or 0)},
+        "status": {"replicas": int(_at_path(obj, status_path) or 0)},
+    }
+    if selector:
+        scale["status"]["selector"] = selector
+    return scale
+
+
+def _with_replicas(obj: Body, path: str, replicas: int) -> Body:
+    updated = copy.deepcopy(obj)
+    *parents, leaf = path.split(".")
+    node = updated
+    for part in parents:
+        node = node.setdefault(part, {})
+    node[leaf] = replicas
+    return updated
 
 
 @attrs.define(kw_only=True)
@@ -391,7 +447,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if key not in self._objects or self._objects[key].deleted:
                 raise _error(404, "NotFound", f"{declaration.plural} {request.name!r} not found")
             current = copy.deepcopy(self._objects[key].raw)
-            patched = self._patched(request, current)
+            if request.subresource == "scale" and "scale" in declaration.subresources:
+                scale = self._patched(request, scale_of(declaration, current))
+                replicas = (scale.get("spec") or {}).get("replicas")
+                if not isinstance(replicas, int) or replicas < 0:
+                    raise _error(422, "Invalid", "spec.replicas of a Scale is a count >= 0")
+                patched = _with_replicas(current, declaration.scale_paths[0], replicas)
+            else:
+                patched = self._patched(request, current)
             meta = current["metadata"]
             sent = request.data.get("metadata", {}) if isinstance(request.data, dict) else {}
             sent_version = sent.get("resourceVersion") if isinstance(sent, dict) else None
@@ -409,7 +472,9 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     updated["status"] = patched["status"]
                 else:
                     updated.pop("status", None)
-            elif request.subresource is None:
+            elif request.subresource is None or (
+                request.subresource == "scale" and "scale" in declaration.subresources
+            ):
                 updated = patched
                 if self._has_status(resource):
                     if "status" in current:
@@ -427,14 +492,17 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             old_spec = {k: v for k, v in current.items() if k not in ("metadata", "status")}
             if spec_of != old_spec:
                 new_meta["generation"] = int(meta.get("generation", 1)) + 1
-            if updated == current:
-                return current
-            revision = self._bump()
-            new_meta["resourceVersion"] = str(revision)
-            self._objects[key].history.append(updated)
-            await self._publish(resource, "MODIFIED", updated, revision)
-            if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
-                await self._remove(key, orphan=False)
+            if updated != current:
+                revision = self._bump()
+                new_meta["resourceVersion"] = str(revision)
+                self._objects[key].history.append(updated)
+                await self._publish(resource, "MODIFIED", updated, revision)
+                if new_meta.get("deletionTimestamp") and not new_meta.get("finalizers"):
+                    await self._remove(key, orphan=False)
+            else:
+                updated = current
+        if request.subresource == "scale":
+            return scale_of(declaration, updated)
         return updated
 
     async def _delete_request(self, request: rendering.Request) -> Body:
@@ -447,6 +515,14 @@ class ClusterEmulator(kmock.KubernetesEmulator):
             if key not in self._objects or self._objects[key].deleted:
                 raise _error(404, "NotFound", f"{declaration.plural} {request.name!r} not found")
             current = copy.deepcopy(self._objects[key].raw)
+            wanted_uid = (body.get("preconditions") or {}).get("uid")
+            if wanted_uid is not None and wanted_uid != current["metadata"].get("uid"):
+                raise _error(
+                    409,
+                    "Conflict",
+                    f"Precondition failed: UID in precondition: {wanted_uid}, UID in object "
+                    f"meta: {current['metadata'].get('uid')}",
+                )
             if current["metadata"].get("finalizers"):
                 if not current["metadata"].get("deletionTimestamp"):
                     current["metadata"]["deletionTimestamp"] = _now()
@@ -547,6 +623,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         async with self._lock:
             if key not in self._objects or self._objects[key].deleted:
                 raise _error(404, "NotFound", f"{declaration.plural} {request.name!r} not found")
+            if request.subresource == "scale" and "scale" in declaration.subresources:
+                return scale_of(declaration, self._objects[key].raw)
             return copy.deepcopy(self._objects[key].raw)
 
     async def _serve_watch(self, request: rendering.Request) -> AsyncIterator[rendering.Payload]:

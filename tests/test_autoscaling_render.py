@@ -18,7 +18,10 @@ from optimodel.operator.autoscaling import (
     ScalingBehavior,
     autoscaler_cap_patch,
     autoscaler_kind,
+    is_autoscaler,
+    live_cap,
     render_autoscaler,
+    without_cap,
 )
 
 OWNER = {
@@ -236,3 +239,55 @@ def test_cap_patch_matches_a_fresh_render() -> None:
 def test_autoscaler_kind() -> None:
     assert autoscaler_kind("hpa").plural == "horizontalpodautoscalers"
     assert autoscaler_kind("keda").api_version == "keda.sh/v1alpha1"
+
+
+# --- the budget's fields on a live autoscaler (operator/children.py compares without them) --
+
+
+@pytest.mark.parametrize(
+    ("engine", "cap"),
+    [("hpa", 3), ("hpa", 8), ("keda", 4), ("keda", 0)],
+)
+def test_the_cap_is_read_back_and_stripped(engine: str, cap: int) -> None:
+    autoscaling = Autoscaling.model_validate(
+        {"engine": engine, "minReplicas": 0 if cap == 0 else 1}
+    )
+    rendered = render(autoscaling, cap)
+    assert live_cap(rendered) == cap
+    bare = without_cap(rendered)
+    assert live_cap(bare) is None
+    assert KEDA_PAUSED_REPLICAS not in (bare["metadata"].get("annotations") or {})
+    # Everything else is kept, and two caps strip to the same manifest.
+    assert bare["spec"]["scaleTargetRef"] == rendered["spec"]["scaleTargetRef"]
+    assert without_cap(render(autoscaling, cap + 1)) == bare
+
+
+@pytest.mark.parametrize(("engine", "cap"), [("hpa", 2), ("keda", 0), ("keda", 5)])
+def test_the_cap_patch_gives_a_live_autoscaler_the_cap(engine: str, cap: int) -> None:
+    autoscaling = Autoscaling.model_validate(
+        {"engine": engine, "minReplicas": 0 if engine == "keda" else 1}
+    )
+    live = render(autoscaling, 6)
+    patched = merge(live, autoscaler_cap_patch(autoscaling.engine, cap))
+    assert live_cap(patched) == cap
+    assert without_cap(patched) == without_cap(live)
+
+
+def merge(target: Any, patch: Any) -> Any:
+    """RFC 7386, as the API server applies a merge patch."""
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge(result.get(key), value)
+    return result
+
+
+def test_only_rendered_kinds_are_autoscalers() -> None:
+    assert is_autoscaler(render(Autoscaling(), 3))
+    assert is_autoscaler(render(Autoscaling.model_validate({"engine": "keda"}), 3))
+    assert not is_autoscaler({"apiVersion": "apps/v1", "kind": "Deployment"})
+    assert not is_autoscaler({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler"})

@@ -71,6 +71,16 @@ VALUE_SETS: dict[str, Values] = {
         },
     },
     "metrics-off": {"metrics": {"enabled": False}, "serviceAccount": {"name": "om-operator"}},
+    "budget-prometheus": {
+        "budgetIntervalSeconds": 30,
+        "cpuReplicaPrice": 0.25,
+        "prometheus": {
+            "url": "http://prometheus.monitoring.svc:9090",
+            "timeoutSeconds": 2,
+            "dcgmNamespaceLabel": "namespace",
+            "dcgmPodLabel": "pod",
+        },
+    },
 }
 
 
@@ -250,13 +260,39 @@ def bound_subjects(binding: Obj) -> list[Obj]:
     return subjects
 
 
+def table_rows(permissions: tuple[Permission, ...]) -> str:
+    """operator/permissions.py as the rows of rbac.yaml's optimodel.permissions table."""
+    rows = []
+    for permission in permissions:
+        group = permission.api_group or '""'
+        verbs = ", ".join(permission.verbs)
+        rows.append(f"  - {{apiGroup: {group}, resource: {permission.resource}, verbs: [{verbs}]}}")
+    return "\n".join(rows)
+
+
+def assert_rbac(role: Obj, permissions: tuple[Permission, ...]) -> None:
+    assert rule_grants(role) == grants(permissions), (
+        "charts/optimodel/templates/rbac.yaml differs from operator/permissions.py; its rows "
+        f"should read:\n{table_rows(permissions)}"
+    )
+
+
+def test_rbac_table_rows_are_in_the_order_of_the_operator_table() -> None:
+    """One row per Permission, same order: a reviewer compares the two files line by line."""
+    text = (CHART / "templates" / "rbac.yaml").read_text()
+    namespaced = text.split("namespaced:\n", 1)[1].split("cluster:\n", 1)[0].rstrip()
+    cluster = text.split("cluster:\n", 1)[1].split("{{- end }}", 1)[0].rstrip()
+    assert namespaced == table_rows(NAMESPACED)
+    assert cluster == table_rows(CLUSTER)
+
+
 def test_cluster_mode_rbac_is_exactly_the_operator_permissions(
     rendered: dict[str, Rendered],
 ) -> None:
     result = rendered["default"]
     assert result.of_kind("Role") == [] and result.of_kind("RoleBinding") == []
     role, binding = result.one("ClusterRole"), result.one("ClusterRoleBinding")
-    assert rule_grants(role) == grants(NAMESPACED) | grants(CLUSTER)
+    assert_rbac(role, NAMESPACED + CLUSTER)
     assert binding["roleRef"] == {
         "apiGroup": "rbac.authorization.k8s.io",
         "kind": "ClusterRole",
@@ -270,13 +306,13 @@ def test_cluster_mode_rbac_is_exactly_the_operator_permissions(
 
 def test_namespaced_mode_rbac_is_per_namespace(rendered: dict[str, Rendered]) -> None:
     result = rendered["namespaced"]
-    assert rule_grants(result.one("ClusterRole")) == grants(CLUSTER)
+    assert_rbac(result.one("ClusterRole"), CLUSTER)
     roles = {r["metadata"]["namespace"]: r for r in result.of_kind("Role")}
     bindings = {b["metadata"]["namespace"]: b for b in result.of_kind("RoleBinding")}
     assert set(roles) == set(bindings) == {"ml-serving", "ml-staging"}
     account = result.one("ServiceAccount")["metadata"]["name"]
     for namespace, role in roles.items():
-        assert rule_grants(role) == grants(NAMESPACED)
+        assert_rbac(role, NAMESPACED)
         binding = bindings[namespace]
         assert binding["roleRef"]["kind"] == "Role"
         assert binding["roleRef"]["name"] == role["metadata"]["name"]
@@ -370,6 +406,8 @@ SETTINGS_KEYS = {
     "metricsPort",
     "healthPort",
     "resyncSeconds",
+    "budgetIntervalSeconds",
+    "prometheus",
     "peering",
 }
 
@@ -393,7 +431,29 @@ def test_default_settings(rendered: dict[str, Rendered]) -> None:
     assert settings["metricsPort"] == 9090
     assert settings["healthPort"] == 8080
     assert settings["resyncSeconds"] == 300
+    assert settings["budgetIntervalSeconds"] == 60
+    assert settings["prometheus"] == {  # no url: no inference rates, KEDA's default address
+        "timeoutSeconds": 5,
+        "dcgmNamespaceLabel": "exported_namespace",
+        "dcgmPodLabel": "exported_pod",
+        "tritonNamespaceLabel": "namespace",
+        "tritonPodLabel": "pod",
+    }
     assert settings["peering"] == {"name": f"{RELEASE}-optimodel"}
+
+
+def test_budget_and_prometheus_values_reach_the_settings(rendered: dict[str, Rendered]) -> None:
+    settings = rendered["budget-prometheus"].settings()
+    assert settings["budgetIntervalSeconds"] == 30
+    assert settings["cpuReplicaPrice"] == 0.25
+    assert settings["prometheus"]["url"] == "http://prometheus.monitoring.svc:9090"
+    assert settings["prometheus"]["dcgmPodLabel"] == "pod"
+    settings_module = pytest.importorskip("optimodel.operator.settings")
+    parsed = settings_module.parse_settings(settings, {}, origin="budget-prometheus")
+    assert parsed.price_catalog.cpu_replica_usd_per_hour == 0.25
+    source = parsed.prometheus.source()
+    assert source.server_address == "http://prometheus.monitoring.svc:9090"
+    assert (source.dcgm_namespace_label, source.dcgm_pod_label) == ("namespace", "pod")
 
 
 def test_custom_prices_reach_the_settings(rendered: dict[str, Rendered]) -> None:
@@ -531,6 +591,14 @@ SCHEMA_REJECTS: list[tuple[str, Values, str]] = [
         "/metrics/enabled': value must be true",
     ),
     ("metrics-port-range", {"metrics": {"port": 80}}, "/metrics/port"),
+    ("budget-interval-zero", {"budgetIntervalSeconds": 0}, "/budgetIntervalSeconds"),
+    ("cpu-price-as-string", {"cpuReplicaPrice": "0.1"}, "/cpuReplicaPrice"),
+    ("prometheus-url-scheme", {"prometheus": {"url": "prometheus:9090"}}, "/prometheus/url"),
+    (
+        "prometheus-label-form",
+        {"prometheus": {"dcgmPodLabel": "exported-pod"}},
+        "/prometheus/dcgmPodLabel",
+    ),
 ]
 
 

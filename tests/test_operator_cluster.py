@@ -25,8 +25,10 @@ from optimodel.operator.settings import OperatorSettings
 from tests.cluster import (
     CONFIG_MAPS,
     DEPLOYMENTS,
+    HPAS,
     MODELS,
     PODS,
+    SCALED_OBJECTS,
     SERVICES,
     Body,
     JobController,
@@ -229,9 +231,16 @@ def test_happy_path_to_ready(cluster: Cluster, operator: OperatorThread) -> None
         "Built": "True",
         "Deployed": "True",
         "Ready": "True",
+        "WithinBudget": "True",
     }
+    assert status["cost"]["replicaUSDPerHour"] == 0.7  # nvidia-l4 from the built-in catalog
+    assert status["cost"]["currentUSDPerHour"] == 0.7 and status["cost"]["monthToDateUSD"] >= 0
     # What reached the API server is valid Kubernetes, as the cluster would see it.
-    for resource, name in ((SERVICES, "minilm"), (CONFIG_MAPS, "minilm-triton-config")):
+    for resource, name in (
+        (SERVICES, "minilm"),
+        (CONFIG_MAPS, "minilm-triton-config"),
+        (HPAS, "minilm"),
+    ):
         child = cluster.http.get(resource, NS, name)
         assert child is not None
         kubernetes_validate.validate(child, "1.30", strict=True)
@@ -654,6 +663,25 @@ def test_the_operator_uses_exactly_the_permissions_table(
     )
     cluster.patch_spec("minilm", {"serving": {"maxBatchSize": 16}})
     cluster.wait_condition("minilm", "Deployed", "False", "RollingOut", generation=2)
+    # The autoscaler's whole life: re-capped, swapped for a KEDA ScaledObject, re-capped,
+    # then removed when autoscaling is turned off.
+    budget = "optimodel.io/budget-usd-per-hour"
+    cluster.http.patch(MODELS, NS, "minilm", {"metadata": {"annotations": {budget: "2.1"}}})
+    cluster.wait_object(HPAS, "minilm", lambda h: h["spec"]["maxReplicas"] == 3, "HPA cap 3")
+    cluster.patch_spec("minilm", {"autoscaling": {"engine": "keda"}})
+    wait_until(lambda: cluster.http.get(HPAS, NS, "minilm") is None, what="the HPA deleted")
+    cluster.wait_object(
+        SCALED_OBJECTS, "minilm", lambda o: o["spec"]["maxReplicaCount"] == 3, "a ScaledObject"
+    )
+    cluster.http.patch(MODELS, NS, "minilm", {"metadata": {"annotations": {budget: "1.4"}}})
+    cluster.wait_object(
+        SCALED_OBJECTS, "minilm", lambda o: o["spec"]["maxReplicaCount"] == 2, "KEDA cap 2"
+    )
+    cluster.patch_spec("minilm", {"autoscaling": {"enabled": False}})
+    wait_until(
+        lambda: cluster.http.get(SCALED_OBJECTS, NS, "minilm") is None,
+        what="the ScaledObject deleted",
+    )
     table = {
         (p.api_group, p.resource, verb)
         for p in permissions.NAMESPACED + permissions.CLUSTER

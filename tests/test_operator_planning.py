@@ -21,7 +21,7 @@ from optimodel.operator.planning import (
 )
 from optimodel.operator.settings import OperatorSettings
 from optimodel.operator.status import parse_status
-from optimodel.operator.validation import parse_spec
+from optimodel.operator.validation import manifest_problems, parse_spec
 from tests.cluster import built_report
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -214,6 +214,18 @@ def test_new_model_gets_a_builder_job() -> None:
     assert decision.job_to_create["metadata"]["name"] == "minilm-build-g1"
     assert (decision.built.status, decision.built.reason) == ("False", "Building")
     assert decision.serving is None
+
+
+def test_a_bad_budget_annotation_does_not_stop_the_build() -> None:
+    """It is the WithinBudget condition's business (operator/budget.py), not an InvalidSpec."""
+    body = model()
+    body["metadata"]["annotations"] = {api.BUDGET_USD_PER_HOUR: "six"}
+    decision = decide_build(body, api.OptimizedModelStatus(), [], [], SETTINGS)
+    assert not decision.invalid and decision.job_to_create is not None
+    # `optimodel validate` still reports it with the spec's problems.
+    assert [p.path for p in manifest_problems(body)] == [
+        f"metadata.annotations[{api.BUDGET_USD_PER_HOUR}]"
+    ]
 
 
 def test_running_job_is_adopted_not_duplicated() -> None:

@@ -4,6 +4,7 @@ schema (kubernetes-validate, strict: unknown fields fail), and carries what the 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -195,7 +196,8 @@ def test_serving_children_validate(
     )
     spec = make_spec(storage=storage, **overrides)
     children = render_children(serving_inputs(spec, settings))
-    assert [c["kind"] for c in children] == ["ConfigMap", "Service", "Deployment"]
+    autoscaler = ["HorizontalPodAutoscaler"] if spec.autoscaling.enabled else []
+    assert [c["kind"] for c in children] == ["ConfigMap", "Service", "Deployment", *autoscaler]
     for child in children:
         kubernetes_validate.validate(child, K8S_VERSION, strict=True)
         assert child["metadata"]["ownerReferences"][0]["uid"] == MODEL.uid
@@ -293,3 +295,59 @@ def test_rendering_is_deterministic() -> None:
     first = render_children(serving_inputs(make_spec(storage=S3), settings))
     second = render_children(serving_inputs(make_spec(storage=S3), settings))
     assert json.dumps(first, sort_keys=True) == json.dumps(second, sort_keys=True)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "cap", "kind", "max_field", "expected"),
+    [
+        ({}, None, "HorizontalPodAutoscaler", "maxReplicas", 8),
+        ({}, 3, "HorizontalPodAutoscaler", "maxReplicas", 3),
+        (
+            {"autoscaling": {"minReplicas": 2, "maxReplicas": 4}},
+            2,
+            "HorizontalPodAutoscaler",
+            "maxReplicas",
+            2,
+        ),
+        (
+            {"autoscaling": {"engine": "keda", "minReplicas": 0}},
+            5,
+            "ScaledObject",
+            "maxReplicaCount",
+            5,
+        ),
+    ],
+)
+def test_autoscaler_targets_the_deployment_capped_by_the_budget(
+    overrides: dict[str, Any], cap: int | None, kind: str, max_field: str, expected: int
+) -> None:
+    spec = make_spec(**overrides)
+    inputs = serving_inputs(spec, OperatorSettings())
+    children = render_children(replace(inputs, max_replicas=cap))
+    autoscaler = children[-1]
+    assert autoscaler["kind"] == kind
+    assert autoscaler["spec"]["scaleTargetRef"] == {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "name": deployment_of(children)["metadata"]["name"],
+    }
+    assert autoscaler["spec"][max_field] == expected
+    assert autoscaler["metadata"]["ownerReferences"] == [MODEL.owner_reference()]
+    # Labelled like every child, as the component the operator's autoscaler watch selects.
+    labels = autoscaler["metadata"]["labels"]
+    assert labels.items() >= naming.labels(MODEL.name, naming.AUTOSCALER).items()
+
+
+def test_keda_triggers_query_the_configured_prometheus() -> None:
+    settings = OperatorSettings.model_validate(
+        {"prometheus": {"url": "http://prom.monitoring:9090", "dcgmPodLabel": "pod"}}
+    )
+    spec = make_spec(autoscaling={"engine": "keda"})
+    scaled_object = render_children(serving_inputs(spec, settings))[-1]
+    trigger = scaled_object["spec"]["triggers"][0]["metadata"]
+    assert trigger["serverAddress"] == "http://prom.monitoring:9090"
+    assert 'pod=~"minilm-' in trigger["query"]
+    default = render_children(serving_inputs(spec, OperatorSettings()))[-1]
+    assert default["spec"]["triggers"][0]["metadata"]["serverAddress"].startswith(
+        "http://prometheus-operated."
+    )

@@ -9,7 +9,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from optimodel.operator.cost import DEFAULT_GPU_PRICES_USD_PER_HOUR
+from optimodel.operator.autoscaling import DEFAULT_PROMETHEUS_ADDRESS
+from optimodel.operator.cost import (
+    DEFAULT_CPU_REPLICA_USD_PER_HOUR,
+    DEFAULT_GPU_PRICES_USD_PER_HOUR,
+)
 from optimodel.operator.settings import (
     SETTINGS_FILE_ENV,
     OperatorSettings,
@@ -35,6 +39,9 @@ namespaces: [ml-serving, ml-staging]
 metricsPort: 9090
 healthPort: 8080
 resyncSeconds: 120
+budgetIntervalSeconds: 30
+cpuReplicaPrice: 0.2
+prometheus: {url: "http://prometheus.monitoring:9090", timeoutSeconds: 2, dcgmPodLabel: pod}
 peering: {name: optimodel-prod}
 """
 
@@ -59,6 +66,22 @@ def test_the_file_the_chart_renders_is_read_in_full() -> None:
     catalog = settings.gpu_price_catalog
     assert catalog["nvidia-l4"] == 0.55 and catalog["acme-x1"] == 2.0
     assert catalog["nvidia-h100"] == DEFAULT_GPU_PRICES_USD_PER_HOUR["nvidia-h100"]
+    assert settings.budget_interval_seconds == 30
+    assert settings.price_catalog.gpu_price("acme-x1") == 2.0
+    assert settings.price_catalog.cpu_replica_usd_per_hour == 0.2
+    source = settings.prometheus.source()
+    assert source.server_address == "http://prometheus.monitoring:9090"
+    assert (source.dcgm_pod_label, source.dcgm_namespace_label) == ("pod", "exported_namespace")
+    assert settings.prometheus.timeout_seconds == 2
+
+
+def test_without_prometheus_keda_gets_the_default_address_and_prices_may_be_zero() -> None:
+    settings = OperatorSettings.model_validate({"gpuPrices": {"nvidia-l4": 0}})
+    assert settings.prometheus.url is None
+    assert settings.prometheus.source().server_address == DEFAULT_PROMETHEUS_ADDRESS
+    assert settings.price_catalog.gpu_price("nvidia-l4") == 0  # GPUs you own
+    assert settings.price_catalog.cpu_replica_usd_per_hour == DEFAULT_CPU_REPLICA_USD_PER_HOUR
+    assert settings.budget_interval_seconds == 60
 
 
 def test_env_overrides_the_file() -> None:
@@ -67,8 +90,13 @@ def test_env_overrides_the_file() -> None:
         "OPTIMODEL_NAMESPACES": "a, b",
         "OPTIMODEL_METRICS_PORT": "0",
         "OPTIMODEL_PEERING_STANDALONE": "true",
+        "OPTIMODEL_BUDGET_INTERVAL_SECONDS": "5",
+        "OPTIMODEL_PROMETHEUS_URL": "http://127.0.0.1:9090",
     }
     settings = parse_settings(yaml.safe_load(CHART_LIKE), env, "settings.yaml")
+    assert settings.budget_interval_seconds == 5
+    assert settings.prometheus.url == "http://127.0.0.1:9090"
+    assert settings.prometheus.dcgm_pod_label == "pod"  # the rest of the block stays
     assert settings.builder_image == "local/builder:dev"
     assert settings.namespaces == ["a", "b"]
     assert settings.metrics_port == 0 and settings.peering.standalone is True
@@ -87,6 +115,10 @@ def test_env_overrides_the_file() -> None:
             ["artifactStore", "exactly one"],
         ),
         ({"artifactStore": {"s3": {"uri": "http://b"}}}, ["artifactStore.s3.uri"]),
+        ({"budgetIntervalSeconds": 0.5}, ["budgetIntervalSeconds", "0.5"]),
+        ({"prometheus": {"url": "prometheus:9090"}}, ["prometheus.url", "'prometheus:9090'"]),
+        ({"prometheus": {"tritonPodLabel": "pod-name"}}, ["prometheus.tritonPodLabel"]),
+        ({"cpuReplicaPrice": -1}, ["cpuReplicaPrice"]),
         ([1, 2], ["YAML mapping"]),
     ],
 )

@@ -11,6 +11,7 @@ import kopf
 from kubernetes import client as k8s
 
 from optimodel.operator.handlers import (
+    on_budget_timer,
     on_build_job,
     on_login,
     on_model_change,
@@ -30,4 +31,5 @@ def register(
     on_build_job.register(registry)
     on_serving_child.register(registry)
     on_resync_timer.register(registry, settings.resync_seconds)
+    on_budget_timer.register(registry, settings.budget_interval_seconds)
     on_model_deleted.register(registry)

@@ -6,6 +6,7 @@ from typing import Any
 
 import kopf
 
+from optimodel.operator.budget import SpendTick
 from optimodel.operator.kube import KubeError
 from optimodel.operator.reconcile import ReconcileConflictError, Reconciler
 
@@ -19,10 +20,12 @@ def reconciler_of(memo: Any) -> Reconciler:
     return reconciler
 
 
-async def reconcile_for_kopf(memo: Any, namespace: str, name: str) -> None:
+async def reconcile_for_kopf(
+    memo: Any, namespace: str, name: str, *, tick: SpendTick | None = None
+) -> None:
     """Reconcile; API hiccups become Kopf retries with a short delay instead of a long backoff."""
     try:
-        await reconciler_of(memo).reconcile(namespace, name)
+        await reconciler_of(memo).reconcile(namespace, name, tick=tick)
     except ReconcileConflictError as error:
         raise kopf.TemporaryError(str(error), delay=1) from error
     except KubeError as error:

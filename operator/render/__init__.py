@@ -1,8 +1,9 @@
-"""Pure renderers of every child of an OptimizedModel: Job, ConfigMap, Service, Deployment.
+"""Pure renderers of every child of an OptimizedModel: Job, ConfigMap, Service, Deployment,
+and the autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject, capped by the budget).
 
 `render_children` is the one place that decides which serving objects exist; the reconciler
-creates what is missing and restores what drifted, for whatever this returns. The autoscaler
-(HorizontalPodAutoscaler or KEDA ScaledObject, capped by the budget) joins the list here.
+creates what is missing, restores what drifted and deletes the autoscaler it no longer
+renders, for whatever this returns.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from optimodel.operator import api
+from optimodel.operator import api, naming
 from optimodel.operator.artifacts import ArtifactStore
+from optimodel.operator.autoscaling import render_autoscaler
 from optimodel.operator.render.common import Manifest, ModelRef, content_hash
 from optimodel.operator.render.configmap import render_config_map, served_triton_config
 from optimodel.operator.render.deployment import TritonDeploymentInputs, render_triton_deployment
@@ -43,6 +45,9 @@ class ServingInputs:
     now: datetime
     annotations: Mapping[str, str] = field(default_factory=dict)
     status: api.OptimizedModelStatus = field(default_factory=api.OptimizedModelStatus)
+    # The autoscaler's maxReplicas: the budget's cap (budget.BudgetOutcome.max_replicas);
+    # None renders the spec's maximum.
+    max_replicas: int | None = None
 
 
 def initial_replicas(spec: api.OptimizedModelSpec) -> int:
@@ -75,8 +80,26 @@ def render_children(inputs: ServingInputs) -> list[Manifest]:
         ),
         inputs.settings,
     )
-    return [
+    children = [
         render_config_map(inputs.model, config_text),
         render_service(inputs.model),
         deployment,
     ]
+    scaling = inputs.spec.autoscaling
+    if scaling.enabled:
+        cap = inputs.max_replicas
+        if cap is None:
+            cap = max(scaling.min_replicas, scaling.max_replicas)
+        children.append(
+            render_autoscaler(
+                name=naming.autoscaler_name(inputs.model.name),
+                namespace=inputs.model.namespace,
+                owner_reference=inputs.model.owner_reference(),
+                autoscaling=scaling,
+                max_replicas=cap,
+                target_name=naming.deployment_name(inputs.model.name),
+                labels=naming.labels(inputs.model.name, naming.AUTOSCALER),
+                prometheus=inputs.settings.prometheus.source(),
+            )
+        )
+    return children
