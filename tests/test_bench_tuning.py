@@ -8,9 +8,14 @@ from pathlib import Path
 import pytest
 
 from optimodel.local.repository import read_built_model
-from optimodel.local.tuning import apply_serving_choice, config_model_name, configured_variant
+from optimodel.local.tuning import (
+    apply_serving_choice,
+    best_of,
+    config_model_name,
+    configured_variant,
+)
 from optimodel.model_builder.report import BuildReport
-from optimodel.model_builder.serving_choice import ServingChoice, ServingConfig
+from optimodel.model_builder.serving_choice import ServingChoice, ServingConfig, SweepPoint
 from optimodel.model_builder.spec import Serving
 from optimodel.model_builder.triton_config import (
     ModelSignature,
@@ -102,3 +107,28 @@ def test_choice_is_recorded_and_optionally_applied(
         assert (served.dynamic_batching, served.instances) == (True, 1)
     assert served.max_batch_size == 16
     assert 'backend: "onnxruntime"' in (folder / "config.pbtxt").read_text()
+
+
+def sweep_point(throughput: float, p99: float, errors: int = 0) -> SweepPoint:
+    return SweepPoint(
+        config=ServingConfig(dynamic_batching=True),
+        concurrency=8,
+        throughput=throughput,
+        latency_p50_ms=p99 / 2,
+        latency_p99_ms=p99,
+        errors=errors,
+    )
+
+
+@pytest.mark.parametrize(
+    ("measurements", "expected"),
+    [
+        ([(100, 50)], 0),
+        ([(100, 50), (140, 40)], 1),  # the second pass was less disturbed
+        ([(140, 60), (140, 40)], 1),  # equal throughput: the lower p99
+        ([(300, 10, 2), (100, 50)], 1),  # a pass with errors loses
+    ],
+)
+def test_best_of_passes(measurements: list[tuple[float, ...]], expected: int) -> None:
+    points = [sweep_point(*m) for m in measurements]  # type: ignore[arg-type]
+    assert best_of(points) is points[expected]

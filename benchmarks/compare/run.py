@@ -82,12 +82,13 @@ class Mode:
     sweep_configs: tuple[ServingConfig, ...]
     sweep_concurrency: tuple[int, ...]
     sweep_duration_s: float
+    sweep_passes: int
     install_optimum: bool
 
 
 FULL = Mode(
     name="full",
-    repeats=4,
+    repeats=6,
     seconds_per_round=1.0,
     latency_calls_per_round=25,
     variants=None,
@@ -103,6 +104,7 @@ FULL = Mode(
     ),
     sweep_concurrency=(1, 2, 4, 8, 16, 32, 64),
     sweep_duration_s=2.0,
+    sweep_passes=2,
     install_optimum=True,
 )
 QUICK = Mode(
@@ -120,6 +122,7 @@ QUICK = Mode(
     ),
     sweep_concurrency=(1, 8, 64),
     sweep_duration_s=1.0,
+    sweep_passes=1,
     install_optimum=False,
 )
 
@@ -400,7 +403,7 @@ def serving_sweep(artifact: Path, mode: Mode, targets: Sequence[float]) -> dict[
     from optimodel.local.tuning import run_serving_sweep
 
     def progress(done: int, total: int, what: str) -> None:
-        if done % max(1, len(mode.sweep_configs)) == 0:
+        if done % (2 * len(mode.sweep_configs)) == 0:
             _phase(f"serving sweep {done}/{total}: {what}")
 
     sweep = run_serving_sweep(
@@ -408,6 +411,7 @@ def serving_sweep(artifact: Path, mode: Mode, targets: Sequence[float]) -> dict[
         configs=mode.sweep_configs,
         concurrencies=mode.sweep_concurrency,
         duration_s=mode.sweep_duration_s,
+        passes=mode.sweep_passes,
         progress=progress,
     )
     choices = [choose_serving_config(sweep.points, target) for target in targets]
@@ -417,6 +421,7 @@ def serving_sweep(artifact: Path, mode: Mode, targets: Sequence[float]) -> dict[
         "tool": sweep.tool,
         "sequence_length": sweep.sequence_length,
         "duration_s": sweep.duration_s,
+        "passes": sweep.passes,
         "load_average": {"start": sweep.load_average_before, "end": sweep.load_average_after},
         "points": [
             {**point.model_dump(mode="json"), "label": point.config.label} for point in sweep.points

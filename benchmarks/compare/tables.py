@@ -212,8 +212,13 @@ def render_markdown(results: dict[str, Any]) -> str:
             f"#### Serving sweep on the real Triton server ({serving['model']})",
             "",
             f"Batch-1 requests of {serving['sequence_length']} tokens, "
-            f"{serving['duration_s']:g} s per point, load by {serving['tool']}; each cell is "
-            f"inferences/s / p99 ms.",
+            f"{serving['duration_s']:g} s per point, load by {serving['tool']}"
+            + (
+                f", best of {serving['passes']} passes (up, then down the concurrency levels)"
+                if serving.get("passes", 1) > 1
+                else ""
+            )
+            + "; each cell is inferences/s / p99 ms.",
             "",
             sweep_table(serving),
             "",
