@@ -240,6 +240,13 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         )
         self._declared[key] = declaration
 
+    def undeclare(self, api_version: str) -> None:
+        """Stop serving every resource of a group/version (a cluster without that CRD)."""
+        group, _, version = api_version.rpartition("/")
+        for key in [k for k in self._declared if (k.group, k.version) == (group, version)]:
+            del self._declared[key]
+            del self.resources[key]
+
     # --- request routing ------------------------------------------------------------------
 
     async def __call__(self, raw_request: aiohttp.web.BaseRequest) -> aiohttp.web.StreamResponse:

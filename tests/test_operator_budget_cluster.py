@@ -397,3 +397,20 @@ def test_a_bad_budget_annotation_is_a_condition_with_the_fix_and_no_retry_storm(
         cluster.wait_condition("typo", "WithinBudget", "True", "BudgetAllowsMaximum")
     for resource in (SERVICES, CONFIG_MAPS):
         assert cluster.http.list_objects(resource, NS) == []  # nothing was built yet
+
+
+def test_without_keda_a_keda_model_serves_and_says_so_once(cluster: Cluster) -> None:
+    cluster.server.emulator.undeclare("keda.sh/v1alpha1")
+    with cluster.operator(resyncSeconds=1):
+        ready(cluster, "nokeda", {HOURLY: "6"}, autoscaling={"engine": "keda"})
+        cluster.reasons("nokeda", "AutoscalerUnavailable")
+        # Each resync tries to create it again (KEDA may have been installed), and nothing
+        # else: no status writes, no more Events.
+        attempts = quiet_period(cluster, 2.5)
+        assert attempts and {(r.method.value, r.resource.plural) for r in attempts} == {
+            ("POST", "scaledobjects")
+        }
+        warnings = [e for e in cluster.http.events(NS, "nokeda") if e["type"] == "Warning"]
+        assert [e["reason"] for e in warnings] == ["AutoscalerUnavailable"]
+        assert "install KEDA, or set spec.autoscaling.engine: hpa" in warnings[0]["message"]
+        assert cluster.http.get(DEPLOYMENTS, NS, "nokeda") is not None
