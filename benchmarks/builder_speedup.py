@@ -67,7 +67,7 @@ def _build(manifest: Path, out: Path, console: Console) -> Path:
     return out / spec.name
 
 
-def _sdpa_twin(task_model: TaskModel, model_dir: Path) -> TaskModel:
+def _eager_attention_twin(task_model: TaskModel, model_dir: Path) -> TaskModel:
     import transformers
 
     auto: Any = (
@@ -75,7 +75,9 @@ def _sdpa_twin(task_model: TaskModel, model_dir: Path) -> TaskModel:
         if task_model.task == "text-classification"
         else transformers.AutoModel
     )
-    model = auto.from_pretrained(model_dir, local_files_only=True).eval()
+    model = auto.from_pretrained(
+        model_dir, local_files_only=True, attn_implementation="eager"
+    ).eval()
     return TaskModel(
         model, task_model.task, pooling=task_model.pooling, normalize=task_model.normalize
     ).eval()
@@ -147,10 +149,10 @@ def main() -> int:
             outputs = onnx_outputs(path, loaded.tokenizer, eval_texts, loaded.max_sequence_length)
             cosines[name] = cosine_similarities(reference, outputs)
         runners = {
-            "PyTorch eager fp32 (sdpa attention)": torch_runner(
-                _sdpa_twin(loaded.task_model, loaded.source_dir)
+            "PyTorch eager fp32 (sdpa attention)": torch_runner(loaded.task_model),
+            "PyTorch eager fp32 (eager attention)": torch_runner(
+                _eager_attention_twin(loaded.task_model, loaded.source_dir)
             ),
-            "PyTorch eager fp32 (eager attention)": torch_runner(loaded.task_model),
             "ONNX fp32 (onnxruntime)": onnx_runner(fp32, settings.thread_count),
             f"built artifact ({spec.optimize.quantize.mode})": onnx_runner(
                 artifact, settings.thread_count

@@ -7,6 +7,8 @@ exports in about 2 s and its graph runs 8-15% faster in onnxruntime than the dyn
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,24 @@ OPSET = 17
 SAMPLE_TEXTS = ["An example sentence to trace the graph.", "A second, shorter one."]
 
 
+@contextmanager
+def eager_attention(model: Any) -> Iterator[None]:
+    """Trace attention as plain MatMul/Softmax, restoring the model's own choice after.
+
+    Measured here: the eager graph runs ~13% faster in onnxruntime (fp32) than the traced
+    sdpa one, and every quantizer and runtime understands it.
+    """
+    previous = getattr(model.config, "_attn_implementation", None)
+    if previous in (None, "eager"):
+        yield
+        return
+    model.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        model.set_attn_implementation(previous)
+
+
 def export_onnx(
     task_model: TaskModel, tokenizer: Any, path: Path, *, max_length: int
 ) -> ModelSignature:
@@ -30,7 +50,7 @@ def export_onnx(
     task_model.eval()
     with torch.inference_mode():
         sample_output = task_model(input_ids, attention_mask)
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), eager_attention(task_model.model):
         # The exporter warns about its own deprecation and about traced shape arithmetic
         # that the dynamic axes below make safe; neither is actionable for a user.
         warnings.simplefilter("ignore")

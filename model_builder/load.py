@@ -193,10 +193,9 @@ def load_model(source: Source, *, field: str = "spec.source") -> LoadedModel:
         auto_class: Any = transformers.AutoModelForSequenceClassification
     else:
         auto_class = transformers.AutoModel
-    # Eager attention exports to plain MatMul/Softmax, which every runtime (and quantizer) knows.
-    model = auto_class.from_pretrained(
-        model_dir, local_files_only=True, attn_implementation="eager"
-    ).eval()
+    # The default attention implementation (sdpa): the original as users run it is both the
+    # gate's reference and the benchmark's baseline. export_onnx switches to eager itself.
+    model = auto_class.from_pretrained(model_dir, local_files_only=True).eval()
     tokenizer = transformers.AutoTokenizer.from_pretrained(model_dir, local_files_only=True)
     pooling, normalize = _sentence_transformers_head(model_dir)
     task_model = TaskModel(model, source.task, pooling=pooling, normalize=normalize).eval()

@@ -83,6 +83,15 @@ def test_export_has_dynamic_axes_and_matches_pytorch(
     np.testing.assert_allclose(actual, expected, rtol=1e-3, atol=1e-4)
 
 
+def test_export_leaves_the_original_attention_implementation(tmp_path: Path) -> None:
+    loaded = _load("bert")
+    model = loaded.task_model.model
+    assert model.config._attn_implementation == "sdpa"  # the baseline runs as users run it
+    export_onnx(loaded.task_model, loaded.tokenizer, tmp_path / "m.onnx", max_length=64)
+    assert model.config._attn_implementation == "sdpa"
+    assert op_counts(tmp_path / "m.onnx")["IsNaN"] == 0  # traced sdpa guards softmax with IsNaN
+
+
 def test_pooling_ignores_padding(exported: tuple[LoadedModel, Path]) -> None:
     loaded, path = exported
     alone = onnx_outputs(path, loaded.tokenizer, ["short"], 64)
