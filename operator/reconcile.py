@@ -190,7 +190,8 @@ class Reconciler:
             await self.api.create(decision.job_to_create)
             metrics.BUILDS_STARTED.inc()
 
-        actual = await self._read_children(namespace, name)
+        rendering = not decision.invalid and decision.serving is not None
+        actual = await self._read_children(namespace, name, autoscalers=rendering)
         deployment = actual.get(("Deployment", naming.deployment_name(name)))
         budget = self._assess_budget(decision, body, previous, deployment, now, tick)
         desired = self._render(decision, body, now, budget)
@@ -319,18 +320,22 @@ class Reconciler:
         )
         return render_children(inputs)
 
-    async def _read_children(self, namespace: str, name: str) -> dict[ChildKey, Body | None]:
-        """Every child the model may have, rendered or not: the Deployment's replicas price the
-        budget before anything is rendered, and an autoscaler that is no longer rendered is
-        found to be deleted. Deployment and Service are read even when nothing is rendered
-        (invalid spec, old artifact) to report what is being served."""
+    async def _read_children(
+        self, namespace: str, name: str, *, autoscalers: bool
+    ) -> dict[ChildKey, Body | None]:
+        """The model's children, rendered or not: the Deployment's replicas price the budget
+        before anything is rendered, and an autoscaler that is no longer rendered is found to
+        be deleted. Deployment and Service are read even when nothing is rendered (invalid
+        spec, no build yet) to report what is being served; the autoscalers only when the
+        serving children are rendered (nothing else creates or deletes them)."""
         wanted: dict[ChildKey, Resource] = {
             ("Deployment", naming.deployment_name(name)): DEPLOYMENTS,
             ("Service", naming.service_name(name)): SERVICES,
             ("ConfigMap", naming.config_map_name(name)): CONFIG_MAPS,
         }
-        for resource in AUTOSCALER_RESOURCES:
-            wanted[(resource.kind, naming.autoscaler_name(name))] = resource
+        if autoscalers:
+            for resource in AUTOSCALER_RESOURCES:
+                wanted[(resource.kind, naming.autoscaler_name(name))] = resource
         keys = list(wanted)
         found = await asyncio.gather(
             *(self.api.get(wanted[key], namespace, key[1]) for key in keys)
