@@ -8,6 +8,7 @@ and the event handlers never write the status at the same time.
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
@@ -20,12 +21,14 @@ from optimodel.operator.prometheus import PrometheusError, inference_rate
 logger = logging.getLogger("optimodel.operator")
 
 
-async def budget_tick(namespace: str | None, name: str, memo: Any, **_: Any) -> None:
+async def budget_tick(
+    namespace: str | None, name: str, status: Mapping[str, Any], memo: Any, **_: Any
+) -> None:
     if namespace is None:
         return
     prometheus = reconciler_of(memo).settings.prometheus
     rate = None
-    if prometheus.url is not None:
+    if prometheus.url is not None and status.get("replicas"):  # no pods, no inferences
         try:
             rate = await inference_rate(
                 prometheus.url,
