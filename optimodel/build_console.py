@@ -51,11 +51,14 @@ class StageBars:
             )
             self.progress.stop_task(task)
         else:
+            # Started and completed at once, so the bar reads as done rather than pending.
+            self.progress.start_task(task)
             self.progress.update(
                 task,
                 completed=1.0,
                 description=f"[dim]– {event.step} ({escape(event.detail)})[/dim]",
             )
+            self.progress.stop_task(task)
 
 
 def _megabytes(size: int | None) -> str:

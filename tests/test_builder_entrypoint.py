@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
@@ -247,3 +248,23 @@ def test_cli_build_exit_codes(tmp_path: Path) -> None:
     result = runner.invoke(app, ["build", str(bad), "--out", str(tmp_path / "out")])
     assert result.exit_code == 2
     assert "spec" in result.output
+
+
+def test_stage_bars_finish_skipped_and_finished_stages() -> None:
+    from rich.console import Console
+    from rich.progress import Progress
+
+    from optimodel.build_console import StageBars
+    from optimodel.model_builder.pipeline import BuildProgress
+
+    with Progress(console=Console(file=io.StringIO())) as progress:
+        bars = StageBars(progress)
+        bars(BuildProgress("load", "started"))
+        bars(BuildProgress("load", "finished", detail="bert"))
+        bars(BuildProgress("prune", "skipped", detail="prune.method: none"))
+        bars(BuildProgress("recover", "started"))
+        bars(BuildProgress("recover", "advanced", 5, 20, "loss 0.1"))
+        state = {t.description: (t.finished, t.completed, t.total) for t in progress.tasks}
+    assert state["[green]✓ load[/green]"][0]
+    assert state["[dim]– prune (prune.method: none)[/dim]"][0]
+    assert state["[bold]recover[/bold] loss 0.1"] == (False, 5, 20)
