@@ -88,11 +88,14 @@ class FakePrometheus(BaseHTTPRequestHandler):
             time.sleep(self.server.delay)  # a slow Prometheus, for the client's timeout
         code, body = self.server.answers.get(query, (200, vector()))
         data = json.dumps(body).encode()
-        self.send_response(code)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
+        try:
+            self.send_response(code)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client timed out and left
 
     def log_message(self, *_: Any) -> None:
         pass
