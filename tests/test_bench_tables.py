@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from benchmarks.compare.plots import label_groups
 from benchmarks.compare.tables import (
     END_MARKER,
     START_MARKER,
@@ -245,3 +246,19 @@ def test_marker_problems_are_reported(text: str) -> None:
 def test_the_real_readme_has_the_markers(repo: Path) -> None:
     text = (repo / "README.md").read_text()
     assert replace_between_markers(text, "x").count(START_MARKER) == 1
+
+
+@pytest.mark.parametrize(
+    ("points", "groups"),
+    [
+        ([], []),
+        ([(1.0, 1.0)], [[0]]),
+        # The x range is 0.3 and the y range 3: points within 3% of both share a label.
+        ([(0.7, 4.0), (1.0, 1.0), (0.999, 1.05), (0.99, 2.8)], [[0], [1, 2], [3]]),
+        ([(0.7, 4.0), (1.0, 1.0), (1.0, 1.2)], [[0], [1], [2]]),
+    ],
+)
+def test_close_points_share_a_plot_label(
+    points: list[tuple[float, float]], groups: list[list[int]]
+) -> None:
+    assert [members for _, _, members in label_groups(points)] == groups

@@ -3,6 +3,7 @@
     python -m benchmarks.compare            # full run (≈ 15 min on 2 cores), writes
                                             # benchmarks/results/ and README.md's table
     python -m benchmarks.compare --quick    # 2-3 min smoke run into build/bench/quick/
+    python -m benchmarks.compare --from-results benchmarks/results/peers.json  # re-render
 
 For MiniLM-L6 (shipped weights, nothing downloads) and a small review classifier, in one
 process: PyTorch eager fp32 (the baseline), torch.ao dynamic int8, onnxruntime fp32, Optimum's
@@ -520,7 +521,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out-dir", type=Path, help="default: benchmarks/results (full)")
     parser.add_argument("--work", type=Path, default=WORK, help="builds and scratch")
     parser.add_argument("--no-readme", action="store_true", help="leave README.md alone")
+    parser.add_argument(
+        "--from-results",
+        type=Path,
+        help="measure nothing: re-render plots, tables and README from this peers.json",
+    )
     args = parser.parse_args(argv)
+    if args.from_results is not None:
+        recorded = json.loads(args.from_results.read_text())
+        readme = None if args.no_readme or recorded["mode"] != "full" else README
+        write_outputs(recorded, args.out_dir or args.from_results.parent, readme)
+        return 0
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     mode = QUICK if args.quick else FULL
