@@ -77,9 +77,13 @@ def save_load_plot(results: Sequence[LoadResult], path: Path, title: str) -> Pat
         x = [r.concurrency for r in rows]
         left.plot(x, [r.throughput for r in rows], marker="o", label=label)
         right.plot(x, [r.latency_p99_ms for r in rows], marker="o", label=label)
+    levels = sorted({r.concurrency for r in results})
     for axis, ylabel in ((left, "inferences / s"), (right, "p99 latency (ms)")):
         axis.set_xscale("log", base=2)
-        axis.xaxis.set_major_formatter(matplotlib.ticker.ScalarFormatter())
+        # Tick exactly the measured concurrency levels, as whole numbers.
+        axis.xaxis.set_major_locator(matplotlib.ticker.FixedLocator(levels))
+        axis.xaxis.set_major_formatter(matplotlib.ticker.FormatStrFormatter("%d"))
+        axis.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
         axis.set_xlabel("concurrent requests")
         axis.set_ylabel(ylabel)
         axis.grid(True, alpha=0.3)
