@@ -41,8 +41,14 @@ crd: setup
 # Side-by-side benchmark against PyTorch, torch.ao, onnxruntime and Optimum (≈ 15 min on 2
 # cores): writes benchmarks/results/ and README.md's performance table. bench-quick: 2-3 min.
 .PHONY: bench bench-quick
+# Every number in the README's performance section: peers table and plots (regenerated into
+# the README), then the issue targets (JSON in benchmarks/results/). About 15 minutes.
 bench: setup
 	$(BIN)/python -m benchmarks.compare
+	$(BIN)/python benchmarks/builder_speedup.py
+	$(BIN)/python benchmarks/serving_batching.py
+	$(BIN)/python -m benchmarks.operator_reconcile
+	$(BIN)/python -m benchmarks.budget_simulation
 
 bench-quick: setup
 	$(BIN)/python -m benchmarks.compare --quick
