@@ -204,9 +204,10 @@ def render_local_config(
         backend="python",
         instance_kind="KIND_CPU",
         warmup_sequence_length=model.warmup_sequence_length,
+        # Real texts differ in length and Triton batches only equal shapes: the python
+        # backend pads each batch to its longest request (see triton_model.py).
+        ragged_batch=dynamic_batching,
     )
-    if dynamic_batching:
-        text = allow_ragged_sequences(text, model.signature)
     parameters = {
         triton_model.THREADS_PARAMETER: str(intra_op_threads),
         triton_model.SPINNING_PARAMETER: "1" if allow_spinning else "0",
@@ -217,38 +218,6 @@ def render_local_config(
         for key, value in parameters.items()
     )
     return text + f"parameters [\n{rows}\n]\n"
-
-
-def allow_ragged_sequences(text: str, signature: ModelSignature) -> str:
-    """Mark variable-length inputs `allow_ragged_batch` in a rendered config (local only).
-
-    Triton's dynamic batcher only merges requests of equal shape; real texts differ in
-    length, so without this short-text requests almost never batch. The python-backend
-    model pads each batch to its longest sequence; the cluster's onnxruntime backend cannot
-    (it would concatenate ragged rows), so the cluster config never carries this flag.
-    """
-    ragged = {t.name for t in signature.inputs if t.dims and t.dims[0] == -1}
-    lines = []
-    for line in text.splitlines():
-        stripped = line.strip()
-        if any(stripped.startswith(f'{{ name: "{n}" ') for n in ragged) and stripped.endswith(
-            "] }"
-        ):
-            line = line.replace("] }", "] allow_ragged_batch: true }")
-        elif any(stripped.startswith(f'{{ name: "{n}" ') for n in ragged) and stripped.endswith(
-            "] },"
-        ):
-            line = line.replace("] },", "] allow_ragged_batch: true },")
-        lines.append(line)
-    result = "\n".join(lines) + "\n"
-    config = parse_config_text(result)
-    marked = {t.name for t in config.input if t.allow_ragged_batch}
-    if marked != ragged:
-        raise InvalidRepositoryError(
-            f"could not mark inputs {sorted(ragged - marked)} ragged in the rendered config: "
-            f"render_triton_config's input format changed; update allow_ragged_sequences"
-        )
-    return result
 
 
 def derive_local_repository(

@@ -28,7 +28,12 @@ from optimodel.local.loadtest import (
     run_perf_analyzer,
     tokenize,
 )
-from optimodel.local.repository import BuiltModel, derive_local_repository, find_built_models
+from optimodel.local.repository import (
+    BuiltModel,
+    derive_local_repository,
+    find_built_models,
+    parse_config_text,
+)
 from optimodel.local.server import ServerPorts, TritonServer, free_ports
 from optimodel.model_builder.report import CONFIG_FILE, REPORT_FILE, BuildReport
 from optimodel.model_builder.serving_choice import (
@@ -37,6 +42,7 @@ from optimodel.model_builder.serving_choice import (
     SweepPoint,
     choose_serving_config,
 )
+from optimodel.model_builder.triton_config import render_triton_config
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -226,25 +232,30 @@ def apply_serving_choice(artifact: Path, choice: ServingChoice, *, rewrite_confi
     report.serving_choice = choice
     report.write(report_path)
     if rewrite_config:
-        _rewrite_batching(model.directory / CONFIG_FILE, choice.config)
+        _rewrite_batching(model, choice.config)
     return report_path
 
 
-def _rewrite_batching(config_path: Path, config: ServingConfig) -> None:
-    """Set dynamic batching and instance count in a built config.pbtxt, keeping the rest."""
-    from google.protobuf import text_format  # type: ignore[import-untyped]
+def _rewrite_batching(model: BuiltModel, config: ServingConfig) -> None:
+    """Re-render the built config.pbtxt with CONFIG's batching and instances.
+
+    Through render_triton_config, like every config.pbtxt; only the instance kind (GPU or
+    CPU), which the read-back serving settings do not carry, is kept from the file.
+    """
     from tritonclient.grpc import model_config_pb2
 
-    parsed = text_format.Parse(config_path.read_text(), model_config_pb2.ModelConfig())
-    if config.dynamic_batching:
-        parsed.dynamic_batching.max_queue_delay_microseconds = config.max_queue_delay_microseconds
-    else:
-        parsed.ClearField("dynamic_batching")
-    if not parsed.instance_group:
-        parsed.instance_group.add()
-    for group in parsed.instance_group:
-        group.count = config.instances
-    config_path.write_text(text_format.MessageToString(parsed))
+    config_path = model.directory / CONFIG_FILE
+    groups = parse_config_text(config_path.read_text()).instance_group
+    kind = model_config_pb2.ModelInstanceGroup.Kind.Name(groups[0].kind) if groups else None
+    config_path.write_text(
+        render_triton_config(
+            model.name,
+            model.signature,
+            configured_variant(model, config).serving,
+            instance_kind=kind,
+            warmup_sequence_length=model.warmup_sequence_length,
+        )
+    )
 
 
 def tune_artifact(
