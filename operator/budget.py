@@ -23,9 +23,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from optimodel.operator import api, cost
-from optimodel.operator.planning import ModelEvent, describe_problems
+from optimodel.operator.planning import describe_problems
 from optimodel.operator.render import initial_replicas
-from optimodel.operator.status import ConditionUpdate, find_condition
+from optimodel.operator.status import ConditionUpdate, ModelEvent, find_condition
 from optimodel.operator.validation import budget_annotation_problems
 
 # How long a new cap takes to reach the pods besides the timer period: the HPA's 15 s sync,
@@ -223,7 +223,7 @@ def assess_model_budget(
         assessment.condition.reason,
         assessment.condition.message,
     )
-    events = tuple(ModelEvent(e.type, e.reason, e.message) for e in assessment.events)
+    events = assessment.events
     return BudgetOutcome(
         max_replicas=assessment.cap.max_replicas,
         cost_status=status,

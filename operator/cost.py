@@ -26,6 +26,7 @@ from typing import Any, Literal
 
 from optimodel.model_builder.spec import Serving
 from optimodel.operator import api
+from optimodel.operator.status import ModelEvent
 
 # Indicative hyperscaler on-demand list prices, USD per GPU-hour (US regions, 2024-25, rounded;
 # the instance price divided by its GPUs where they only come in eights). Not a quote: prices
@@ -58,7 +59,6 @@ HOUR = timedelta(hours=1)
 # (6 / 1.2 is 4.999...): cents never matter, a lost replica does.
 _EPSILON = 1e-9
 
-EventType = Literal["Normal", "Warning"]
 BudgetLimit = Literal["spec", "hourly", "monthly"]
 
 
@@ -480,15 +480,6 @@ def usd_per_million_inferences(usd_per_hour: float, per_second: float | None) ->
 
 
 @dataclass(frozen=True)
-class BudgetEvent:
-    """A Kubernetes Event to emit on the OptimizedModel."""
-
-    type: EventType
-    reason: str
-    message: str
-
-
-@dataclass(frozen=True)
 class WithinBudget:
     """The WithinBudget condition's status, reason and message."""
 
@@ -505,7 +496,7 @@ class BudgetAssessment:
     budget: Budget
     cap: BudgetCap
     condition: WithinBudget
-    events: tuple[BudgetEvent, ...]
+    events: tuple[ModelEvent, ...]
     cost_status: dict[str, Any] = field(repr=False)
 
 
@@ -543,21 +534,21 @@ def assess_budget(
         lookahead=lookahead,
     )
     alerted, crossed = crossed_alerts(spend, budget)
-    events: list[BudgetEvent] = []
+    events: list[ModelEvent] = []
     if previous is not None:
         before = autoscaler_ceiling(min_replicas, max_replicas, previous.max_affordable_replicas)
         if before != cap.max_replicas:
             events.append(
-                BudgetEvent(
+                ModelEvent(
                     "Normal",
                     "BudgetCapChanged",
                     f"maxReplicas {before} -> {cap.max_replicas}: {cap.message}",
                 )
             )
     if cap.below_minimum and previous_reason != "BudgetBelowMinimum":
-        events.append(BudgetEvent("Warning", "BudgetBelowMinimum", cap.message))
+        events.append(ModelEvent("Warning", "BudgetBelowMinimum", cap.message))
     events.extend(
-        BudgetEvent(
+        ModelEvent(
             "Warning",
             "MonthlyBudgetReached" if percent >= 100 else "MonthlyBudgetAlert",
             f"{percent}% of the monthly budget spent: ${spend.month_to_date_usd:.2f} of "

@@ -12,7 +12,7 @@ from typing import Any, Protocol, cast
 import kopf
 
 from optimodel.operator import api
-from optimodel.operator.planning import ModelEvent
+from optimodel.operator.status import ModelEvent
 
 
 class EventSink(Protocol):

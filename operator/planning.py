@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
 from optimodel.model_builder.report import build_inputs_hash
 from optimodel.model_builder.spec import SpecProblem
@@ -29,6 +29,7 @@ from optimodel.operator.render.common import Manifest
 from optimodel.operator.settings import OperatorSettings
 from optimodel.operator.status import (
     ConditionUpdate,
+    ModelEvent,
     changed,
     find_condition,
     phase_for,
@@ -36,17 +37,7 @@ from optimodel.operator.status import (
 )
 from optimodel.operator.validation import manifest_problems, parse_spec
 
-EventType = Literal["Normal", "Warning"]
 BUILD_IN_PROGRESS = frozenset({"Building", "BuildPending"})
-
-
-@dataclass(frozen=True)
-class ModelEvent:
-    """A Kubernetes Event to post on the OptimizedModel."""
-
-    type: EventType
-    reason: str
-    message: str
 
 
 @dataclass(frozen=True)

@@ -51,7 +51,6 @@ from optimodel.operator.kube import (
 )
 from optimodel.operator.planning import (
     BuildDecision,
-    ModelEvent,
     build_key_of,
     change_events,
     decide_build,
@@ -60,7 +59,7 @@ from optimodel.operator.planning import (
 )
 from optimodel.operator.render import ServingInputs, render_children
 from optimodel.operator.settings import OperatorSettings
-from optimodel.operator.status import parse_status, set_condition, status_document
+from optimodel.operator.status import ModelEvent, parse_status, set_condition, status_document
 
 ModelKey = tuple[str, str]
 ChildKey = tuple[str, str]

@@ -10,11 +10,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import ValidationError
 
 from optimodel.operator import api
+
+EventType = Literal["Normal", "Warning"]
+
+
+@dataclass(frozen=True)
+class ModelEvent:
+    """A Kubernetes Event to post on the OptimizedModel."""
+
+    type: EventType
+    reason: str
+    message: str
 
 
 @dataclass(frozen=True)

@@ -25,8 +25,8 @@ from kubernetes import client as k8s
 from optimodel.operator import naming
 from optimodel.operator.events import EventSink
 from optimodel.operator.main import run_operator
-from optimodel.operator.planning import ModelEvent
 from optimodel.operator.settings import OperatorSettings
+from optimodel.operator.status import ModelEvent
 
 Body = dict[str, Any]
 T = TypeVar("T")

@@ -18,7 +18,6 @@ from optimodel.operator.cost import (
     HOUR,
     Budget,
     BudgetAssessment,
-    BudgetEvent,
     CostError,
     CounterSample,
     InvalidAmountError,
@@ -41,6 +40,7 @@ from optimodel.operator.cost import (
     usd_per_million_inferences,
 )
 from optimodel.operator.cost_metrics import CostMetrics
+from optimodel.operator.status import ModelEvent
 
 JUNE = datetime(2025, 6, 1, tzinfo=UTC)  # 30 days: 720 hours
 MID_JUNE = datetime(2025, 6, 16, tzinfo=UTC)  # 360 hours left
@@ -614,7 +614,7 @@ def test_assess_budget_lowers_the_cap_before_the_month_is_overspent() -> None:
     annotations = {api.BUDGET_USD_PER_MONTH: "600"}  # $504 keeps 1 replica all June
     status, first = tick(None, annotations, 0, JUNE)
     caps = [first.cap.max_replicas]
-    events: list[BudgetEvent] = []
+    events: list[ModelEvent] = []
     now = JUNE
     while caps[-1] > 1 or len(caps) < 100:
         now += timedelta(minutes=1)
