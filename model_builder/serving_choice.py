@@ -41,6 +41,18 @@ class ServingConfig(SpecModel):
         return f"{batching}, {self.instances} inst."
 
 
+# The grid `optimodel tune` and the benchmarks sweep: batching off/on, short and long
+# queue delay, one or two instances, concurrency 1..64.
+DEFAULT_CONFIGS = (
+    ServingConfig(dynamic_batching=False, instances=1),
+    ServingConfig(dynamic_batching=False, instances=2),
+    ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=500, instances=1),
+    ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=5000, instances=1),
+    ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=500, instances=2),
+)
+DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
+
+
 class SweepPoint(SpecModel):
     """One configuration at one concurrency, as measured on the server."""
 

@@ -56,7 +56,12 @@ from optimodel.model_builder.benchmark import BenchmarkSettings, benchmark_batch
 from optimodel.model_builder.data import DEFAULT_EVAL_DATA, load_text_set
 from optimodel.model_builder.evaluate import score_outputs
 from optimodel.model_builder.load import LoadedModel, load_model
-from optimodel.model_builder.serving_choice import ServingConfig, choose_serving_config
+from optimodel.model_builder.serving_choice import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_CONFIGS,
+    ServingConfig,
+    choose_serving_config,
+)
 from optimodel.model_builder.spec import DataRef, Source
 
 REPO = Path(__file__).resolve().parents[2]
@@ -96,14 +101,9 @@ FULL = Mode(
     recovery_steps=100,
     build_eval_samples=64,
     fidelity_samples=256,
-    sweep_configs=(
-        ServingConfig(dynamic_batching=False, instances=1),
-        ServingConfig(dynamic_batching=False, instances=2),
-        ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=500, instances=1),
-        ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=5000, instances=1),
-        ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=500, instances=2),
-    ),
-    sweep_concurrency=(1, 2, 4, 8, 16, 32, 64),
+    # The same grid `optimodel tune` sweeps, so the README's curves are the tuner's input.
+    sweep_configs=DEFAULT_CONFIGS,
+    sweep_concurrency=DEFAULT_CONCURRENCY,
     sweep_duration_s=2.0,
     sweep_passes=2,
     install_optimum=True,

@@ -37,6 +37,8 @@ from optimodel.local.repository import (
 from optimodel.local.server import ServerPorts, TritonServer, free_ports
 from optimodel.model_builder.report import CONFIG_FILE, REPORT_FILE, BuildReport
 from optimodel.model_builder.serving_choice import (
+    DEFAULT_CONCURRENCY,
+    DEFAULT_CONFIGS,
     ServingChoice,
     ServingConfig,
     SweepPoint,
@@ -48,15 +50,6 @@ if TYPE_CHECKING:
     from rich.console import Console
 
 LoadTool = Literal["auto", "perf_analyzer", "tritonclient"]
-
-DEFAULT_CONFIGS = (
-    ServingConfig(dynamic_batching=False, instances=1),
-    ServingConfig(dynamic_batching=False, instances=2),
-    ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=500, instances=1),
-    ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=5000, instances=1),
-    ServingConfig(dynamic_batching=True, max_queue_delay_microseconds=500, instances=2),
-)
-DEFAULT_CONCURRENCY = (1, 2, 4, 8, 16, 32, 64)
 
 
 def config_model_name(base: str, config: ServingConfig) -> str:
