@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import kopf
 
+from optimodel.operator import naming
 from optimodel.operator.budget import SpendTick
 from optimodel.operator.kube import KubeError
 from optimodel.operator.reconcile import ReconcileConflictError, Reconciler
@@ -18,6 +20,16 @@ def reconciler_of(memo: Any) -> Reconciler:
     if not isinstance(reconciler, Reconciler):
         raise kopf.PermanentError("the operator was started without a Reconciler in its memo")
     return reconciler
+
+
+async def reconcile_labelled_model(
+    namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
+) -> None:
+    """A child of a model changed (its Job, Deployment, Service…): reconcile that model."""
+    model = labels.get(naming.MODEL)
+    if namespace is None or not model:
+        return
+    await reconciler_of(memo).reconcile(namespace, model, coalesce=True)
 
 
 async def reconcile_for_kopf(

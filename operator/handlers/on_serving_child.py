@@ -19,7 +19,7 @@ import kopf
 
 from optimodel.operator import naming
 from optimodel.operator.autoscaling import HPA, SCALED_OBJECT
-from optimodel.operator.handlers.common import reconciler_of
+from optimodel.operator.handlers.common import reconcile_labelled_model, reconciler_of
 
 SERVING_RESOURCES = (
     ("apps", "v1", "deployments"),
@@ -31,15 +31,6 @@ AUTOSCALER_RESOURCES = (
     (HPA.group, HPA.version, HPA.plural),
     (SCALED_OBJECT.group, SCALED_OBJECT.version, SCALED_OBJECT.plural),
 )
-
-
-async def serving_child_event(
-    namespace: str | None, labels: Mapping[str, str], memo: Any, **_: Any
-) -> None:
-    model = labels.get(naming.MODEL)
-    if namespace is None or not model:
-        return
-    await reconciler_of(memo).reconcile(namespace, model, coalesce=True)
 
 
 def _fingerprint(body: Mapping[str, Any]) -> str:
@@ -92,7 +83,7 @@ def register(registry: kopf.OperatorRegistry) -> None:
             id=f"serving-{plural}",
             labels={naming.MANAGED_BY: naming.MANAGER, naming.COMPONENT: naming.SERVER},
             registry=registry,
-        )(serving_child_event)
+        )(reconcile_labelled_model)
     watch = autoscaler_watch()
     for group, version, plural in AUTOSCALER_RESOURCES:
         kopf.on.event(
