@@ -134,16 +134,14 @@ def build_and_show(
     manifest: Path, out: Path, *, benchmark: bool, console: Console, err_console: Console
 ) -> int:
     """Build `manifest` into `out`, showing progress and results; returns the exit code."""
-    from optimodel.manifest import build_spec_from_manifest
+    from optimodel.manifest import build_spec_from_manifest, print_problems
     from optimodel.model_builder.pipeline import run_build
 
     try:
         spec = build_spec_from_manifest(manifest)
     except ManifestError as error:
         err_console.print(f"[red]✗ {escape(str(manifest))} is invalid[/red]")
-        for problem in error.problems:
-            err_console.print(f"    [bold]{escape(problem.path)}[/bold]: {escape(problem.message)}")
-            err_console.print(f"      fix: {escape(problem.fix)}")
+        print_problems(err_console, error.problems)
         return EXIT_INVALID_SPEC
     columns = (
         SpinnerColumn(),

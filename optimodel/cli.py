@@ -53,6 +53,7 @@ def validate(
     files: Annotated[list[Path], typer.Argument(help="Manifest files (multi-document YAML ok).")],
 ) -> None:
     """Validate OptimizedModel manifests offline: schema plus cross-field rules."""
+    from optimodel.manifest import print_problems
     from optimodel.operator.validation import validate_file
 
     invalid = 0
@@ -70,9 +71,7 @@ def validate(
             invalid += 1
             noun = "problem" if len(result.problems) == 1 else "problems"
             console.print(f"[red]✗[/red] {label}: {len(result.problems)} {noun}")
-            for problem in result.problems:
-                console.print(f"    [bold]{escape(problem.path)}[/bold]: {escape(problem.message)}")
-                console.print(f"      fix: {escape(problem.fix)}")
+            print_problems(console, result.problems)
     console.print(f"{checked - invalid} valid, {invalid} invalid")
     if invalid:
         raise typer.Exit(1)

@@ -4,9 +4,12 @@ and `optimodel demo` run): the manifest is validated exactly as `optimodel valid
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
+from rich.console import Console
+from rich.markup import escape
 
 from optimodel.model_builder.spec import BuildSpec, SpecProblem
 from optimodel.operator.api import KIND
@@ -43,3 +46,10 @@ def build_spec_from_manifest(path: Path) -> BuildSpec:
         optimize=spec.optimize,
         serving=spec.serving,
     )
+
+
+def print_problems(console: Console, problems: Sequence[SpecProblem]) -> None:
+    """Every problem as `field: message` and its fix, the way all commands show them."""
+    for problem in problems:
+        console.print(f"    [bold]{escape(problem.path)}[/bold]: {escape(problem.message)}")
+        console.print(f"      fix: {escape(problem.fix)}")

@@ -267,7 +267,7 @@ def run_demo(options: DemoOptions, console: Console, err_console: Console) -> in
     from optimodel.local.loadtest import SAMPLE_TEXTS, fit_to_signature, sweep, tokenize
     from optimodel.local.repository import read_built_model
     from optimodel.local.server import serve_built_repository
-    from optimodel.manifest import build_spec_from_manifest
+    from optimodel.manifest import build_spec_from_manifest, print_problems
     from optimodel.operator.cost import parse_price_override
     from optimodel.operator.validation import ManifestError
 
@@ -278,9 +278,7 @@ def run_demo(options: DemoOptions, console: Console, err_console: Console) -> in
         spec = build_spec_from_manifest(options.manifest)
     except ManifestError as error:
         err_console.print(f"[red]✗ {escape(str(options.manifest))} is invalid[/red]")
-        for problem in error.problems:
-            err_console.print(f"    [bold]{escape(problem.path)}[/bold]: {escape(problem.message)}")
-            err_console.print(f"      fix: {escape(problem.fix)}")
+        print_problems(err_console, error.problems)
         return EXIT_INVALID
     code = _build(options, spec, console, err_console)
     if code:
