@@ -7,9 +7,7 @@ where needed by setting the Deployment's replicas, as they play the Deployment c
 from __future__ import annotations
 
 import copy
-import threading
 import urllib.request
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,14 +26,11 @@ from tests.cluster import (
     SCALED_OBJECTS,
     SERVICES,
     Body,
-    JobController,
-    KubeHttp,
     OperatorThread,
     rollout,
     wait_until,
 )
-from tests.emulator import EmulatorServer
-from tests.test_operator_cluster import NS, PEERINGS, Cluster, manifest, quiet_period
+from tests.test_operator_cluster import NS, Cluster, manifest, quiet_period
 from tests.test_prometheus import PrometheusServer, vector
 
 pytestmark = pytest.mark.cluster
@@ -43,19 +38,6 @@ pytestmark = pytest.mark.cluster
 HOURLY = api.BUDGET_USD_PER_HOUR
 MONTHLY = api.BUDGET_USD_PER_MONTH
 L4 = 0.70
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    with EmulatorServer(PEERINGS) as server:
-        http = KubeHttp(server.url)
-        yield Cluster(server, http, JobController(http))
-
-
-@pytest.fixture
-def operator(cluster: Cluster) -> Iterator[OperatorThread]:
-    with cluster.operator() as running:
-        yield running
 
 
 def annotate(cluster: Cluster, name: str, annotations: dict[str, str | None]) -> None:
@@ -249,18 +231,6 @@ def test_monthly_budget_exhausted_lowers_the_cap_and_alerts_once(cluster: Cluste
 
 
 # --- spend accounting -------------------------------------------------------------------------
-
-
-@pytest.fixture
-def prometheus() -> Iterator[PrometheusServer]:
-    server = PrometheusServer()
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield server
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
 def test_spend_follows_the_deployments_replicas_and_survives_a_restart(

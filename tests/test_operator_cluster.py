@@ -11,7 +11,7 @@ import copy
 import json
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -174,19 +174,6 @@ PEERINGS = (
     ),
     ResourceDecl("kopf.dev/v1", "kopfpeerings", "KopfPeering", subresources=()),
 )
-
-
-@pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    with EmulatorServer(PEERINGS) as server:
-        http = KubeHttp(server.url)
-        yield Cluster(server, http, JobController(http))
-
-
-@pytest.fixture
-def operator(cluster: Cluster) -> Iterator[OperatorThread]:
-    with cluster.operator() as running:
-        yield running
 
 
 def quiet_period(cluster: Cluster, seconds: float) -> list[Any]:
