@@ -68,6 +68,7 @@ SCALED_OBJECTS = Resource(
     autoscaling.SCALED_OBJECT.kind,
 )
 AUTOSCALERS = (HORIZONTAL_POD_AUTOSCALERS, SCALED_OBJECTS)
+NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
 
 RESOURCES_BY_KIND: Mapping[tuple[str, str], Resource] = {
     (resource.api_version, resource.kind): resource
@@ -80,6 +81,7 @@ RESOURCES_BY_KIND: Mapping[tuple[str, str], Resource] = {
         CONFIG_MAPS,
         HORIZONTAL_POD_AUTOSCALERS,
         SCALED_OBJECTS,
+        NETWORK_POLICIES,
     )
 }
 

@@ -65,6 +65,11 @@ def config_map_name(model: str) -> str:
     return f"{model}-triton-config"
 
 
+def network_policy_name(model: str) -> str:
+    """The NetworkPolicy admitting clients to the model's Triton pods (serving.networkPolicy)."""
+    return f"{model}-triton"
+
+
 def labels(model: str, component: str) -> dict[str, str]:
     """Labels every child of `model` carries."""
     return {

@@ -40,6 +40,9 @@ NAMESPACED: tuple[Permission, ...] = (
     # engine changes (only the one this model controls).
     Permission("autoscaling", "horizontalpodautoscalers", (*WATCH, "create", "patch", "delete")),
     Permission("keda.sh", "scaledobjects", (*WATCH, "create", "patch", "delete")),
+    # The optional NetworkPolicy of the Triton pods (serving.networkPolicy): deleted when
+    # the setting is turned off.
+    Permission("networking.k8s.io", "networkpolicies", (*WATCH, "create", "patch", "delete")),
     # Build pods carry the builder's termination message.
     Permission("", "pods", ("list",)),
     # Kopf posts Events through the core API.

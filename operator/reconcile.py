@@ -39,6 +39,7 @@ from optimodel.operator.kube import (
     DEPLOYMENTS,
     HORIZONTAL_POD_AUTOSCALERS,
     JOBS,
+    NETWORK_POLICIES,
     OPTIMIZED_MODELS,
     PODS,
     SCALED_OBJECTS,
@@ -203,6 +204,7 @@ class Reconciler:
         changes = _without_stray_autoscaler(changes)
         if desired:
             removable = [(r.kind, naming.autoscaler_name(name)) for r in AUTOSCALER_RESOURCES]
+            removable.append((NETWORK_POLICIES.kind, naming.network_policy_name(name)))
             changes += plan_removals(desired, actual, decision.model.uid, removable)
         after = dict(actual)
         for change in changes:
@@ -325,8 +327,9 @@ class Reconciler:
         """The model's children, rendered or not: the Deployment's replicas price the budget
         before anything is rendered, and an autoscaler that is no longer rendered is found to
         be deleted. Deployment and Service are read even when nothing is rendered (invalid
-        spec, no build yet) to report what is being served; the autoscalers only when the
-        serving children are rendered (nothing else creates or deletes them)."""
+        spec, no build yet) to report what is being served; the autoscalers and the
+        NetworkPolicy only when the serving children are rendered (nothing else creates or
+        deletes them)."""
         wanted: dict[ChildKey, Resource] = {
             ("Deployment", naming.deployment_name(name)): DEPLOYMENTS,
             ("Service", naming.service_name(name)): SERVICES,
@@ -335,6 +338,8 @@ class Reconciler:
         if autoscalers:
             for resource in AUTOSCALER_RESOURCES:
                 wanted[(resource.kind, naming.autoscaler_name(name))] = resource
+            policy = (NETWORK_POLICIES.kind, naming.network_policy_name(name))
+            wanted[policy] = NETWORK_POLICIES
         keys = list(wanted)
         found = await asyncio.gather(
             *(self.api.get(wanted[key], namespace, key[1]) for key in keys)

@@ -14,7 +14,8 @@ from types import MappingProxyType
 from typing import Any
 
 import yaml
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
+from pydantic.alias_generators import to_camel
 
 from optimodel.model_builder.spec import GPU_TYPE_PATTERN, SpecModel
 from optimodel.operator.api import PvcStorage, Storage
@@ -47,6 +48,8 @@ ENV_OVERRIDES: Mapping[str, str] = {
 
 Resources = dict[str, dict[str, str]]
 _QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
+_SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?(k|Ki|M|Mi|G|Gi|T|Ti)?$"
+_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _LABEL_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 
 
@@ -65,6 +68,32 @@ def _check_resources(value: Resources, where: str) -> Resources:
                     f'write e.g. "500m", "2" or "8Gi"'
                 )
     return value
+
+
+def _size(default: str, what: str) -> Any:
+    return Field(default=default, pattern=_SIZE_PATTERN, description=f"sizeLimit of {what}.")
+
+
+def _helper_resources() -> Resources:
+    return {
+        "requests": {"cpu": "100m", "memory": "256Mi"},
+        "limits": {"cpu": "1", "memory": "1Gi"},
+    }
+
+
+class BuildVolumes(SpecModel):
+    """Size limits of the build pod's emptyDirs (a full disk fails the build, not the node)."""
+
+    tmp: str = _size("32Gi", "/tmp (HOME and the Hugging Face cache: the downloaded model)")
+    out: str = _size("16Gi", "/out (the built repository before its upload; S3 stores only)")
+
+
+class ServingVolumes(SpecModel):
+    """Size limits of the Triton pod's emptyDirs."""
+
+    model_repository: str = _size("16Gi", "/models (the served model repository)")
+    tmp: str = _size("1Gi", "/tmp")
+    shm: str = _size("1Gi", "/dev/shm (memory-backed; counts against the memory limit)")
 
 
 class BuildSettings(SpecModel):
@@ -86,25 +115,84 @@ class BuildSettings(SpecModel):
     resources: Resources = Field(
         default_factory=lambda: {
             "requests": {"cpu": "2", "memory": "8Gi"},
-            "limits": {"memory": "16Gi"},
+            "limits": {"cpu": "4", "memory": "16Gi"},
         },
         description="Builder container resources (requests/limits).",
     )
     service_account_name: str | None = Field(
-        default=None, description="ServiceAccount of build pods (e.g. for workload identity)."
+        default=None,
+        pattern=_NAME_PATTERN,
+        max_length=253,
+        description="ServiceAccount of build pods (e.g. for workload identity).",
+    )
+    upload_resources: Resources = Field(
+        default_factory=_helper_resources,
+        description="Resources of the aws-cli container uploading a build to an S3 store.",
+    )
+    automount_service_account_token: bool = Field(
+        default=False,
+        description="Mount a Kubernetes API token into build pods. The builder never calls the "
+        "API; workload identity (EKS, GKE, AKS) works without it.",
+    )
+    volumes: BuildVolumes = Field(default_factory=BuildVolumes)
+
+    @field_validator("resources", "upload_resources")
+    @classmethod
+    def _resources(cls, value: Resources, info: ValidationInfo) -> Resources:
+        return _check_resources(value, f"build.{to_camel(str(info.field_name))}")
+
+
+NETWORK_PEER_KEYS = ("podSelector", "namespaceSelector", "ipBlock")
+
+
+def _check_peers(peers: list[dict[str, Any]], where: str) -> list[dict[str, Any]]:
+    for index, peer in enumerate(peers):
+        unknown = sorted(set(peer) - set(NETWORK_PEER_KEYS))
+        if unknown or not peer:
+            raise ValueError(
+                f"{where}[{index}]: a NetworkPolicy peer has one or more of "
+                f"{', '.join(NETWORK_PEER_KEYS)}"
+                + (f", not {', '.join(unknown)}" if unknown else "")
+            )
+        for key, value in peer.items():
+            if not isinstance(value, dict):
+                raise ValueError(f"{where}[{index}].{key}: write a mapping (a label selector)")
+    return peers
+
+
+class NetworkPolicySettings(SpecModel):
+    """An optional NetworkPolicy in front of every model's Triton pods (ingress only)."""
+
+    enabled: bool = Field(
+        default=False,
+        description="Render a NetworkPolicy per model: only `clients` reach Triton's HTTP and "
+        "gRPC ports, only `metricsScrapers` its metrics port; nothing else gets in.",
+    )
+    clients: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="NetworkPolicy peers (podSelector, namespaceSelector, ipBlock) allowed to "
+        "call Triton on 8000/8001; empty: every pod of the model's own namespace.",
+    )
+    metrics_scrapers: list[dict[str, Any]] = Field(
+        default_factory=list,
+        description="Peers allowed to scrape 8002 (Prometheus, dcgm-exporter's consumers); "
+        "empty: every pod of the model's own namespace.",
     )
 
-    @field_validator("resources")
+    @field_validator("clients", "metrics_scrapers")
     @classmethod
-    def _resources(cls, value: Resources) -> Resources:
-        return _check_resources(value, "build.resources")
+    def _peers(cls, value: list[dict[str, Any]], info: ValidationInfo) -> list[dict[str, Any]]:
+        return _check_peers(value, f"serving.networkPolicy.{to_camel(str(info.field_name))}")
 
 
 class ServingSettings(SpecModel):
     """Triton pods: resources besides GPUs, scheduling."""
 
     resources: Resources = Field(
-        default_factory=lambda: {"requests": {"cpu": "1", "memory": "2Gi"}},
+        default_factory=lambda: {
+            "requests": {"cpu": "1", "memory": "2Gi"},
+            "limits": {"cpu": "4", "memory": "8Gi"},
+        },
         description="Triton container CPU/memory; GPUs come from spec.serving.gpu.",
     )
     gpu_node_label: str | None = Field(
@@ -112,11 +200,28 @@ class ServingSettings(SpecModel):
         description="Node label whose value is the GPU type (e.g. "
         "cloud.google.com/gke-accelerator): pods get nodeSelector {label: spec.serving.gpu.type}.",
     )
+    fetch_resources: Resources = Field(
+        default_factory=_helper_resources,
+        description="Resources of the init container copying the artifact into the pod.",
+    )
+    service_account_name: str | None = Field(
+        default=None,
+        pattern=_NAME_PATTERN,
+        max_length=253,
+        description="ServiceAccount of Triton pods in the model's namespace (workload identity "
+        "to an S3 store); unset: the namespace's default.",
+    )
+    automount_service_account_token: bool = Field(
+        default=False,
+        description="Mount a Kubernetes API token into Triton pods (Triton never calls the API).",
+    )
+    volumes: ServingVolumes = Field(default_factory=ServingVolumes)
+    network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
 
-    @field_validator("resources")
+    @field_validator("resources", "fetch_resources")
     @classmethod
-    def _resources(cls, value: Resources) -> Resources:
-        return _check_resources(value, "serving.resources")
+    def _resources(cls, value: Resources, info: ValidationInfo) -> Resources:
+        return _check_resources(value, f"serving.{to_camel(str(info.field_name))}")
 
 
 class PeeringSettings(SpecModel):

@@ -40,6 +40,7 @@ SERVICES = ("v1", "services")
 CONFIG_MAPS = ("v1", "configmaps")
 HPAS = ("autoscaling/v2", "horizontalpodautoscalers")
 SCALED_OBJECTS = ("keda.sh/v1alpha1", "scaledobjects")
+NETWORK_POLICIES = ("networking.k8s.io/v1", "networkpolicies")
 EVENTS = ("v1", "events")
 Resource = tuple[str, str]
 

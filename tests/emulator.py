@@ -95,6 +95,7 @@ DEFAULT_RESOURCES = (
         "HorizontalPodAutoscaler",
     ),
     ResourceDecl("keda.sh/v1alpha1", "scaledobjects", "ScaledObject"),
+    ResourceDecl("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", subresources=()),
     ResourceDecl("v1", "events", "Event", subresources=()),
     ResourceDecl("v1", "namespaces", "Namespace", namespaced=False),
     ResourceDecl(

@@ -19,6 +19,7 @@ import pytest
 import yaml
 
 from optimodel.operator.permissions import CLUSTER, NAMESPACED, Permission
+from optimodel.operator.settings import OperatorSettings
 from tests.conftest import REPO
 
 CHART = REPO / "charts" / "optimodel"
@@ -420,13 +421,12 @@ def test_default_settings(rendered: dict[str, Rendered]) -> None:
     assert settings["s3SyncImage"] == "amazon/aws-cli:2.22.35"
     assert settings["artifactStore"] == {"pvc": {"claimName": "optimodel-artifacts", "subPath": ""}}
     assert settings["gpuPrices"] == {}
-    assert settings["build"] == {
-        "backoffLimit": 2,
-        "ttlSecondsAfterFinished": 86400,
-        "activeDeadlineSeconds": 21600,
-        "resources": {"requests": {"cpu": "2", "memory": "8Gi"}, "limits": {"memory": "16Gi"}},
-    }
-    assert settings["serving"] == {"resources": {"requests": {"cpu": "1", "memory": "2Gi"}}}
+    # The chart's pod settings are the operator's own defaults (bounded, no API token).
+    builtin = OperatorSettings().model_dump(by_alias=True, mode="json", exclude_none=True)
+    assert settings["build"] == builtin["build"]
+    assert settings["build"]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
+    assert settings["serving"] == builtin["serving"]
+    assert settings["serving"]["networkPolicy"]["enabled"] is False
     assert settings["namespaces"] == []
     assert settings["metricsPort"] == 9090
     assert settings["healthPort"] == 8080

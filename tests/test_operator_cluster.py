@@ -27,6 +27,7 @@ from tests.cluster import (
     DEPLOYMENTS,
     HPAS,
     MODELS,
+    NETWORK_POLICIES,
     PODS,
     SCALED_OBJECTS,
     SERVICES,
@@ -635,40 +636,55 @@ def used_permissions(cluster: Cluster) -> set[tuple[str, str, str]]:
     return used
 
 
-def test_the_operator_uses_exactly_the_permissions_table(
-    cluster: Cluster, operator: OperatorThread
-) -> None:
-    cluster.ready("minilm")
-    cluster.http.delete(SERVICES, NS, "minilm")
-    wait_until(lambda: cluster.http.get(SERVICES, NS, "minilm"), what="the Service recreated")
-    cluster.http.patch(SERVICES, NS, "minilm", {"spec": {"selector": {"app": "other"}}})
-    cluster.wait_object(
-        SERVICES,
-        "minilm",
-        lambda s: "app" not in s["spec"]["selector"],
-        "the Service selector restored",
-    )
-    cluster.patch_spec("minilm", {"serving": {"maxBatchSize": 16}})
-    cluster.wait_condition("minilm", "Deployed", "False", "RollingOut", generation=2)
-    # The autoscaler's whole life: re-capped, swapped for a KEDA ScaledObject, re-capped,
-    # then removed when autoscaling is turned off.
-    budget = "optimodel.io/budget-usd-per-hour"
-    cluster.http.patch(MODELS, NS, "minilm", {"metadata": {"annotations": {budget: "2.1"}}})
-    cluster.wait_object(HPAS, "minilm", lambda h: h["spec"]["maxReplicas"] == 3, "HPA cap 3")
-    cluster.patch_spec("minilm", {"autoscaling": {"engine": "keda"}})
-    wait_until(lambda: cluster.http.get(HPAS, NS, "minilm") is None, what="the HPA deleted")
-    cluster.wait_object(
-        SCALED_OBJECTS, "minilm", lambda o: o["spec"]["maxReplicaCount"] == 3, "a ScaledObject"
-    )
-    cluster.http.patch(MODELS, NS, "minilm", {"metadata": {"annotations": {budget: "1.4"}}})
-    cluster.wait_object(
-        SCALED_OBJECTS, "minilm", lambda o: o["spec"]["maxReplicaCount"] == 2, "KEDA cap 2"
-    )
-    cluster.patch_spec("minilm", {"autoscaling": {"enabled": False}})
-    wait_until(
-        lambda: cluster.http.get(SCALED_OBJECTS, NS, "minilm") is None,
-        what="the ScaledObject deleted",
-    )
+def test_the_operator_uses_exactly_the_permissions_table(cluster: Cluster) -> None:
+    with cluster.operator(serving={"networkPolicy": {"enabled": True}}):
+        cluster.ready("minilm")
+        # The NetworkPolicy (serving.networkPolicy): created, restored after a hand edit.
+        policy = naming.network_policy_name("minilm")
+        cluster.wait_object(NETWORK_POLICIES, policy, lambda p: True, "the NetworkPolicy")
+        cluster.http.patch(NETWORK_POLICIES, NS, policy, {"spec": {"ingress": [{}]}})
+        cluster.wait_object(
+            NETWORK_POLICIES,
+            policy,
+            lambda p: p["spec"]["ingress"][0].get("ports"),
+            "the NetworkPolicy restored",
+        )
+        cluster.http.delete(SERVICES, NS, "minilm")
+        wait_until(lambda: cluster.http.get(SERVICES, NS, "minilm"), what="the Service recreated")
+        cluster.http.patch(SERVICES, NS, "minilm", {"spec": {"selector": {"app": "other"}}})
+        cluster.wait_object(
+            SERVICES,
+            "minilm",
+            lambda s: "app" not in s["spec"]["selector"],
+            "the Service selector restored",
+        )
+        cluster.patch_spec("minilm", {"serving": {"maxBatchSize": 16}})
+        cluster.wait_condition("minilm", "Deployed", "False", "RollingOut", generation=2)
+        # The autoscaler's whole life: re-capped, swapped for a KEDA ScaledObject, re-capped,
+        # then removed when autoscaling is turned off.
+        budget = "optimodel.io/budget-usd-per-hour"
+        cluster.http.patch(MODELS, NS, "minilm", {"metadata": {"annotations": {budget: "2.1"}}})
+        cluster.wait_object(HPAS, "minilm", lambda h: h["spec"]["maxReplicas"] == 3, "HPA cap 3")
+        cluster.patch_spec("minilm", {"autoscaling": {"engine": "keda"}})
+        wait_until(lambda: cluster.http.get(HPAS, NS, "minilm") is None, what="the HPA deleted")
+        cluster.wait_object(
+            SCALED_OBJECTS, "minilm", lambda o: o["spec"]["maxReplicaCount"] == 3, "a ScaledObject"
+        )
+        cluster.http.patch(MODELS, NS, "minilm", {"metadata": {"annotations": {budget: "1.4"}}})
+        cluster.wait_object(
+            SCALED_OBJECTS, "minilm", lambda o: o["spec"]["maxReplicaCount"] == 2, "KEDA cap 2"
+        )
+        cluster.patch_spec("minilm", {"autoscaling": {"enabled": False}})
+        wait_until(
+            lambda: cluster.http.get(SCALED_OBJECTS, NS, "minilm") is None,
+            what="the ScaledObject deleted",
+        )
+    # The platform turns the NetworkPolicy off: the next operator removes it.
+    with cluster.operator():
+        wait_until(
+            lambda: cluster.http.get(NETWORK_POLICIES, NS, policy) is None,
+            what="the NetworkPolicy deleted",
+        )
     table = {
         (p.api_group, p.resource, verb)
         for p in permissions.NAMESPACED + permissions.CLUSTER

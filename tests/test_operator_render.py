@@ -351,3 +351,67 @@ def test_keda_triggers_query_the_configured_prometheus() -> None:
     assert default["spec"]["triggers"][0]["metadata"]["serverAddress"].startswith(
         "http://prometheus-operated."
     )
+
+
+def test_network_policy_admits_only_the_named_clients_to_the_triton_pods() -> None:
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+    gateway = {"podSelector": {"matchLabels": {"app": "gateway"}}}
+    settings = OperatorSettings.model_validate(
+        {
+            "serving": {
+                "networkPolicy": {
+                    "enabled": True,
+                    "clients": [gateway],
+                    "metricsScrapers": [monitoring],
+                }
+            }
+        }
+    )
+    children = render_children(serving_inputs(make_spec(), settings))
+    assert [c["kind"] for c in children][:4] == [
+        "ConfigMap",
+        "Service",
+        "NetworkPolicy",  # before the Deployment: no pod runs unfenced
+        "Deployment",
+    ]
+    policy = next(c for c in children if c["kind"] == "NetworkPolicy")
+    kubernetes_validate.validate(policy, K8S_VERSION, strict=True)
+    assert policy["metadata"]["name"] == naming.network_policy_name(MODEL.name)
+    assert policy["metadata"]["ownerReferences"][0]["uid"] == MODEL.uid
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    pod_labels = deployment_of(children)["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    assert policy["spec"]["policyTypes"] == ["Ingress"]
+    admitted = {
+        port["port"]: rule["from"] for rule in policy["spec"]["ingress"] for port in rule["ports"]
+    }
+    assert admitted == {8000: [gateway], 8001: [gateway], 8002: [monitoring]}
+    # Unset peers admit the model's own namespace only; off renders no policy at all.
+    default = OperatorSettings.model_validate({"serving": {"networkPolicy": {"enabled": True}}})
+    policy = next(
+        c
+        for c in render_children(serving_inputs(make_spec(), default))
+        if c["kind"] == "NetworkPolicy"
+    )
+    assert all(rule["from"] == [{"podSelector": {}}] for rule in policy["spec"]["ingress"])
+    off = render_children(serving_inputs(make_spec(), OperatorSettings()))
+    assert "NetworkPolicy" not in {c["kind"] for c in off}
+
+
+def test_helper_containers_always_run_the_platforms_images() -> None:
+    """spec.serving.image runs Triton only: the init container that mounts the artifact claim
+    (or holds the S3 keys) and the uploader never run an image the spec chose."""
+    settings = OperatorSettings()
+    for storage in (None, PVC, S3):
+        spec = make_spec(storage=storage, serving={"image": "registry.evil/anything:1"})
+        pod = deployment_of(render_children(serving_inputs(spec, settings)))["spec"]["template"]
+        [fetch] = pod["spec"]["initContainers"]
+        assert fetch["image"] in (settings.triton_image, settings.s3_sync_image)
+        assert pod["spec"]["containers"][0]["image"] == "registry.evil/anything:1"
+        job = render_build_job(build_request(spec, settings), settings)
+        images = {
+            c["image"]
+            for c in job["spec"]["template"]["spec"].get("initContainers", [])
+            + job["spec"]["template"]["spec"]["containers"]
+        }
+        assert images <= {settings.builder_image, settings.s3_sync_image}

@@ -1,5 +1,5 @@
-"""A serving child (Deployment, Service, ConfigMap, autoscaler) changed or vanished: reconcile
-its model.
+"""A serving child (Deployment, Service, ConfigMap, NetworkPolicy, autoscaler) changed or
+vanished: reconcile its model.
 
 This is how a hand edit or deletion is repaired within a second, and how Deployment status
 (rollout progress, replicas) reaches the model's status. Autoscalers are different: their
@@ -25,6 +25,7 @@ SERVING_RESOURCES = (
     ("apps", "v1", "deployments"),
     ("", "v1", "services"),
     ("", "v1", "configmaps"),
+    ("networking.k8s.io", "v1", "networkpolicies"),
 )
 AutoscalerHandler = Callable[..., Awaitable[None]]
 AUTOSCALER_RESOURCES = (

@@ -1,9 +1,10 @@
 """Pure renderers of every child of an OptimizedModel: Job, ConfigMap, Service, Deployment,
-and the autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject, capped by the budget).
+the autoscaler (HorizontalPodAutoscaler or KEDA ScaledObject, capped by the budget) and the
+optional NetworkPolicy.
 
 `render_children` is the one place that decides which serving objects exist; the reconciler
-creates what is missing, restores what drifted and deletes the autoscaler it no longer
-renders, for whatever this returns.
+creates what is missing, restores what drifted and deletes the autoscaler or NetworkPolicy it
+no longer renders, for whatever this returns.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from optimodel.operator.render.common import Manifest, ModelRef, content_hash
 from optimodel.operator.render.configmap import render_config_map, served_triton_config
 from optimodel.operator.render.deployment import TritonDeploymentInputs, render_triton_deployment
 from optimodel.operator.render.job import BuildRequest, render_build_job
+from optimodel.operator.render.network_policy import render_network_policy
 from optimodel.operator.render.service import render_service
 from optimodel.operator.settings import OperatorSettings
 
@@ -80,11 +82,12 @@ def render_children(inputs: ServingInputs) -> list[Manifest]:
         ),
         inputs.settings,
     )
-    children = [
-        render_config_map(inputs.model, config_text),
-        render_service(inputs.model),
-        deployment,
-    ]
+    children = [render_config_map(inputs.model, config_text), render_service(inputs.model)]
+    policy = inputs.settings.serving.network_policy
+    if policy.enabled:
+        # Before the Deployment: no Triton pod ever runs without it.
+        children.append(render_network_policy(inputs.model, policy))
+    children.append(deployment)
     scaling = inputs.spec.autoscaling
     if scaling.enabled:
         cap = inputs.max_replicas

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,12 +55,35 @@ def content_hash(text: str) -> str:
 
 
 def restricted_container_security() -> dict[str, Any]:
-    """The Pod Security Standards 'restricted' profile for one container."""
+    """The Pod Security Standards 'restricted' profile for one container, with a read-only
+    root filesystem: whatever a container writes goes to a size-limited emptyDir."""
     return {
         "allowPrivilegeEscalation": False,
         "capabilities": {"drop": ["ALL"]},
         "runAsNonRoot": True,
+        "readOnlyRootFilesystem": True,
     }
+
+
+def empty_dir(name: str, size_limit: str, medium: str | None = None) -> dict[str, Any]:
+    """A pod volume that cannot fill the node's disk (or memory, for medium Memory)."""
+    source: dict[str, Any] = {"sizeLimit": size_limit}
+    if medium is not None:
+        source["medium"] = medium
+    return {"name": name, "emptyDir": source}
+
+
+def pod_identity(service_account: str | None, automount_token: bool) -> dict[str, Any]:
+    """The pod's ServiceAccount and whether a Kubernetes API token is mounted into it."""
+    identity: dict[str, Any] = {"automountServiceAccountToken": automount_token}
+    if service_account:
+        identity["serviceAccountName"] = service_account
+    return identity
+
+
+def container_resources(resources: Mapping[str, Mapping[str, str]]) -> dict[str, Any]:
+    """A container's requests and limits from the settings (a copy: renderers may add GPUs)."""
+    return {section: dict(values) for section, values in resources.items()}
 
 
 # The builder, Triton (user triton-server) and aws-cli all run as this UID.

@@ -17,7 +17,10 @@ from optimodel.operator.artifacts import ARTIFACTS_MOUNT, ArtifactStore, pvc_loc
 from optimodel.operator.render.common import (
     Manifest,
     ModelRef,
+    container_resources,
+    empty_dir,
     metadata,
+    pod_identity,
     restricted_container_security,
     restricted_pod_security,
 )
@@ -65,7 +68,8 @@ def _fetch_model(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> 
         fetch = 'aws s3 sync "$SOURCE" "$MODEL_DIR/1" --only-show-errors'
     else:
         _, path = pvc_location(inputs.build.artifact)
-        image = inputs.spec.serving.image or settings.triton_image
+        # The platform's image, never spec.serving.image: this container mounts the claim.
+        image = settings.triton_image
         env.append({"name": "SOURCE", "value": f"{ARTIFACTS_MOUNT}/{path}/{name}/1"})
         mounts.append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT, "readOnly": True})
         fetch = 'cp -R "$SOURCE" "$MODEL_DIR/1"'
@@ -75,14 +79,14 @@ def _fetch_model(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> 
         "image": image,
         "command": ["sh", "-c", script],
         "env": env,
-        "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+        "resources": container_resources(settings.serving.fetch_resources),
         "securityContext": restricted_container_security(),
         "volumeMounts": mounts,
     }
 
 
 def _resources(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[str, Any]:
-    resources = {section: dict(values) for section, values in settings.serving.resources.items()}
+    resources = container_resources(settings.serving.resources)
     gpus = inputs.spec.serving.gpu.count
     if gpus:
         for section in ("requests", "limits"):
@@ -113,6 +117,8 @@ def _triton(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[
             "--allow-metrics=true",
             "--allow-gpu-metrics=true",
         ],
+        # The root filesystem is read-only: whatever Triton writes goes to /tmp.
+        "env": [{"name": "HOME", "value": "/tmp"}],
         "ports": [
             {"name": "http", "containerPort": naming.HTTP_PORT, "protocol": "TCP"},
             {"name": "grpc", "containerPort": naming.GRPC_PORT, "protocol": "TCP"},
@@ -136,11 +142,12 @@ def render_triton_deployment(
     inputs: TritonDeploymentInputs, settings: OperatorSettings
 ) -> Manifest:
     model = inputs.model
+    sizes = settings.serving.volumes
     volumes: list[dict[str, Any]] = [
-        {"name": "model-repository", "emptyDir": {}},
+        empty_dir("model-repository", sizes.model_repository),
         {"name": "triton-config", "configMap": {"name": naming.config_map_name(model.name)}},
-        {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": "1Gi"}},
-        {"name": "tmp", "emptyDir": {}},
+        empty_dir("dshm", sizes.shm, medium="Memory"),
+        empty_dir("tmp", sizes.tmp),
     ]
     if inputs.build.artifact.startswith("pvc://"):
         claim, _ = pvc_location(inputs.build.artifact)
@@ -148,6 +155,10 @@ def render_triton_deployment(
             {"name": "artifacts", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         )
     pod_spec: dict[str, Any] = {
+        **pod_identity(
+            settings.serving.service_account_name,
+            settings.serving.automount_service_account_token,
+        ),
         "securityContext": restricted_pod_security(),
         "initContainers": [_fetch_model(inputs, settings)],
         "containers": [_triton(inputs, settings)],

@@ -28,7 +28,10 @@ from optimodel.operator.builds import EXIT_ACCURACY_GATE, EXIT_INVALID_SPEC
 from optimodel.operator.render.common import (
     Manifest,
     ModelRef,
+    container_resources,
+    empty_dir,
     metadata,
+    pod_identity,
     restricted_container_security,
     restricted_pod_security,
 )
@@ -107,7 +110,8 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
     artifact_claim = store.pvc.claim_name if store.pvc else None
     mounts = _SourceMounts(artifact_claim, [], [])
     build_spec = builder_spec(request, mounts)
-    tmp = {"name": "tmp", "emptyDir": {}}
+    sizes = settings.build.volumes
+    tmp = empty_dir("tmp", sizes.tmp)
     volumes: list[dict[str, Any]] = [tmp, *mounts.volumes]
     builder_mounts: list[dict[str, Any]] = [{"name": "tmp", "mountPath": "/tmp"}, *mounts.mounts]
     if store.pvc is not None:
@@ -120,7 +124,7 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
         builder_mounts.append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT})
     else:
         out_dir = f"{OUT_MOUNT}/g{request.generation}"
-        volumes.append({"name": "out", "emptyDir": {}})
+        volumes.append(empty_dir("out", sizes.out))
         builder_mounts.append({"name": "out", "mountPath": OUT_MOUNT})
 
     builder: dict[str, Any] = {
@@ -134,19 +138,20 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
             {"name": "HOME", "value": "/tmp"},
             {"name": "HF_HOME", "value": "/tmp/huggingface"},
         ],
-        "resources": settings.build.resources,
+        "resources": container_resources(settings.build.resources),
         "terminationMessagePath": "/dev/termination-log",
         "terminationMessagePolicy": "FallbackToLogsOnError",
-        "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+        "securityContext": restricted_container_security(),
         "volumeMounts": builder_mounts,
     }
     pod_spec: dict[str, Any] = {
         "restartPolicy": "Never",
+        **pod_identity(
+            settings.build.service_account_name, settings.build.automount_service_account_token
+        ),
         "securityContext": restricted_pod_security(),
         "volumes": volumes,
     }
-    if settings.build.service_account_name:
-        pod_spec["serviceAccountName"] = settings.build.service_account_name
     if store.s3 is None:
         pod_spec["containers"] = [builder]
     else:
@@ -161,9 +166,9 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
                 {"name": "HOME", "value": "/tmp"},
                 *s3_env(store.s3),
             ],
-            "resources": {"requests": {"cpu": "100m", "memory": "256Mi"}},
+            "resources": container_resources(settings.build.upload_resources),
             "terminationMessagePolicy": "FallbackToLogsOnError",
-            "securityContext": {**restricted_container_security(), "readOnlyRootFilesystem": True},
+            "securityContext": restricted_container_security(),
             "volumeMounts": [
                 {"name": "tmp", "mountPath": "/tmp"},
                 {"name": "out", "mountPath": OUT_MOUNT, "readOnly": True},
