@@ -25,28 +25,17 @@ from types import MappingProxyType
 from typing import Any, Literal
 
 from optimodel.model_builder.spec import Serving
-from optimodel.operator import api
+from optimodel.operator import api, hardware
+from optimodel.operator.hardware import CapacityType
 from optimodel.operator.status import ModelEvent
 
-# Indicative hyperscaler on-demand list prices, USD per GPU-hour (US regions, 2024-25, rounded;
-# the instance price divided by its GPUs where they only come in eights). Not a quote: prices
-# differ by cloud, region and commitment and drift over time. Override them in the operator's
-# gpuPrices setting (Helm values) or per resource with the optimodel.io/price-usd-per-gpu-hour
-# annotation.
-DEFAULT_GPU_PRICES_USD_PER_HOUR: Mapping[str, float] = MappingProxyType(
-    {
-        "nvidia-t4": 0.35,
-        "nvidia-l4": 0.70,
-        "nvidia-a10g": 1.00,
-        "nvidia-l40s": 1.85,
-        "nvidia-a100": 3.70,
-        "nvidia-a100-80gb": 5.10,
-        "nvidia-h100": 11.00,
-        "nvidia-h200": 12.00,
-    }
-)
+# The prices live in the hardware catalog (hardware.py), the one source of truth; these are
+# its on-demand views, kept here for the budget code and its callers. Override them in the
+# operator's hardware / gpuPrices settings (Helm values) or per resource with the
+# optimodel.io/price-usd-per-gpu-hour annotation.
+DEFAULT_GPU_PRICES_USD_PER_HOUR = hardware.DEFAULT_GPU_PRICES_USD_PER_HOUR
 # One replica with serving.gpu.count 0 (a few vCPUs and memory for Triton on CPU).
-DEFAULT_CPU_REPLICA_USD_PER_HOUR = 0.10
+DEFAULT_CPU_REPLICA_USD_PER_HOUR = hardware.DEFAULT_CPU_REPLICA_USD_PER_HOUR
 
 # Percentages of the monthly budget announced by an Event, each once per month.
 BUDGET_ALERT_PERCENTS: tuple[int, ...] = (80, 100)
@@ -112,12 +101,34 @@ def parse_amount(where: str, value: object) -> float:
 
 @dataclass(frozen=True)
 class PriceCatalog:
-    """USD per GPU-hour by GPU type, and the price of a CPU-only replica-hour."""
+    """USD per GPU-hour by GPU type (on-demand and spot), and the CPU replica-hour's price."""
 
     gpu_usd_per_hour: Mapping[str, float] = field(
         default_factory=lambda: DEFAULT_GPU_PRICES_USD_PER_HOUR
     )
     cpu_replica_usd_per_hour: float = DEFAULT_CPU_REPLICA_USD_PER_HOUR
+    # Spot prices; a type without one is charged its on-demand price on spot nodes too.
+    gpu_spot_usd_per_hour: Mapping[str, float] = field(
+        default_factory=lambda: hardware.DEFAULT_GPU_SPOT_PRICES_USD_PER_HOUR
+    )
+    cpu_replica_spot_usd_per_hour: float | None = hardware.DEFAULT_CPU_REPLICA_SPOT_USD_PER_HOUR
+
+    @classmethod
+    def from_hardware(cls, catalog: hardware.HardwareCatalog) -> PriceCatalog:
+        """The prices of a hardware catalog (the operator's settings build it)."""
+        gpus = catalog.gpus.values()
+        return cls(
+            MappingProxyType({gpu.name: gpu.on_demand_usd_per_hour for gpu in gpus}),
+            catalog.cpu_replica.on_demand_usd_per_hour,
+            MappingProxyType(
+                {
+                    gpu.name: gpu.spot_usd_per_hour
+                    for gpu in gpus
+                    if gpu.spot_usd_per_hour is not None
+                }
+            ),
+            catalog.cpu_replica.spot_usd_per_hour,
+        )
 
     @classmethod
     def from_settings(
@@ -126,22 +137,37 @@ class PriceCatalog:
         cpu_replica_usd_per_hour: object | None = None,
     ) -> PriceCatalog:
         """The defaults merged with the operator's settings (Helm values gpuPrices, ...)."""
-        prices = dict(DEFAULT_GPU_PRICES_USD_PER_HOUR)
-        for gpu_type, price in (gpu_prices or {}).items():
-            prices[gpu_type] = parse_amount(f"gpuPrices[{gpu_type}]", price)
+        prices = {
+            gpu_type: parse_amount(f"gpuPrices[{gpu_type}]", price)
+            for gpu_type, price in (gpu_prices or {}).items()
+        }
         cpu = (
-            DEFAULT_CPU_REPLICA_USD_PER_HOUR
+            None
             if cpu_replica_usd_per_hour is None
             else parse_amount("cpuReplicaPrice", cpu_replica_usd_per_hour)
         )
-        return cls(MappingProxyType(prices), cpu)
+        return cls.from_hardware(
+            hardware.HardwareCatalog.with_overrides(
+                on_demand_prices=prices, cpu_replica_usd_per_hour=cpu
+            )
+        )
 
-    def gpu_price(self, gpu_type: str) -> float:
+    def gpu_price(self, gpu_type: str, capacity: CapacityType = "on-demand") -> float:
         """USD per hour of one GPU of this type; UnknownGpuTypeError names the fix."""
         try:
-            return self.gpu_usd_per_hour[gpu_type]
+            on_demand = self.gpu_usd_per_hour[gpu_type]
         except KeyError:
             raise UnknownGpuTypeError(gpu_type, sorted(self.gpu_usd_per_hour)) from None
+        if capacity == "spot":
+            # Clouds never charge more for spot than on-demand (an on-prem price of 0 stays 0).
+            return min(on_demand, self.gpu_spot_usd_per_hour.get(gpu_type, on_demand))
+        return on_demand
+
+    def cpu_replica_price(self, capacity: CapacityType = "on-demand") -> float:
+        """USD per hour of one CPU-only replica on this capacity type."""
+        if capacity == "spot" and self.cpu_replica_spot_usd_per_hour is not None:
+            return min(self.cpu_replica_usd_per_hour, self.cpu_replica_spot_usd_per_hour)
+        return self.cpu_replica_usd_per_hour
 
 
 def replica_cost_per_hour(

@@ -10,7 +10,6 @@ import os
 import re
 from collections.abc import Mapping
 from pathlib import Path
-from types import MappingProxyType
 from typing import Any
 
 import yaml
@@ -22,9 +21,9 @@ from optimodel.operator.api import PvcStorage, Storage
 from optimodel.operator.autoscaling import DEFAULT_PROMETHEUS_ADDRESS, PrometheusSource
 from optimodel.operator.cost import (
     DEFAULT_CPU_REPLICA_USD_PER_HOUR,
-    DEFAULT_GPU_PRICES_USD_PER_HOUR,
     PriceCatalog,
 )
+from optimodel.operator.hardware import CPU, HardwareCatalog
 
 SETTINGS_FILE_ENV = "OPTIMODEL_SETTINGS_FILE"
 DEFAULT_SETTINGS_FILE = Path("/etc/optimodel/settings.yaml")
@@ -224,6 +223,38 @@ class ServingSettings(SpecModel):
         return _check_resources(value, f"serving.{to_camel(str(info.field_name))}")
 
 
+class HardwareSettings(SpecModel):
+    """Catalog figures of one hardware type (operator/hardware.py); unset fields keep the
+    built-in value. A type the catalog lacks needs onDemandUSDPerHour, and the datasheet
+    figures too before the hardware choice can estimate it."""
+
+    on_demand_usd_per_hour: float | None = Field(
+        default=None, ge=0, alias="onDemandUSDPerHour", description="USD per GPU-hour."
+    )
+    spot_usd_per_hour: float | None = Field(
+        default=None, ge=0, alias="spotUSDPerHour", description="USD per GPU-hour on spot."
+    )
+    memory_gib: float | None = Field(
+        default=None, gt=0, alias="memoryGiB", description="Device memory."
+    )
+    memory_bandwidth_gb_per_s: float | None = Field(
+        default=None, gt=0, alias="memoryBandwidthGBps", description="Memory bandwidth, GB/s."
+    )
+    fp32_tflops: float | None = Field(
+        default=None, gt=0, alias="fp32TFLOPS", description="Dense fp32 peak, TFLOPS."
+    )
+    fp16_tflops: float | None = Field(
+        default=None, gt=0, alias="fp16TFLOPS", description="Dense fp16 (tensor) peak, TFLOPS."
+    )
+    int8_tops: float | None = Field(
+        default=None, gt=0, alias="int8TOPS", description="Dense int8 (tensor) peak, TOPS."
+    )
+
+    def changes(self) -> dict[str, float]:
+        """The fields this entry sets (snake_case, as HardwareCatalog.with_overrides takes)."""
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
 class PeeringSettings(SpecModel):
     """Kopf peering: of several operator replicas only the highest priority one acts."""
 
@@ -306,6 +337,12 @@ class OperatorSettings(SpecModel):
         default_factory=dict,
         description="USD per GPU-hour by GPU type, merged over the built-in catalog.",
     )
+    hardware: dict[str, HardwareSettings] = Field(
+        default_factory=dict,
+        description="Hardware catalog entries by type (and cpu for the CPU replica): prices "
+        "on-demand and spot, memory, bandwidth and throughput, merged over the built-in "
+        "catalog (operator/hardware.py).",
+    )
     cpu_replica_price: float | None = Field(
         default=None,
         ge=0,
@@ -349,6 +386,22 @@ class OperatorSettings(SpecModel):
                 raise ValueError(f"gpuPrices.{gpu}: {price} is negative; write USD per GPU-hour")
         return value
 
+    @field_validator("hardware")
+    @classmethod
+    def _hardware(cls, value: dict[str, HardwareSettings]) -> dict[str, HardwareSettings]:
+        for name in value:
+            if name != CPU and not re.match(GPU_TYPE_PATTERN, name):
+                raise ValueError(
+                    f"hardware: {name!r} is not a hardware type name; use lowercase like "
+                    "nvidia-l4, or cpu for the CPU replica"
+                )
+        return value
+
+    @model_validator(mode="after")
+    def _complete_hardware(self) -> OperatorSettings:
+        self.hardware_catalog  # noqa: B018 -- raises ValueError naming the missing field
+        return self
+
     @model_validator(mode="after")
     def _one_store(self) -> OperatorSettings:
         store = self.artifact_store
@@ -358,17 +411,24 @@ class OperatorSettings(SpecModel):
 
     @property
     def gpu_price_catalog(self) -> dict[str, float]:
-        """The built-in prices with the settings' overrides on top."""
-        return {**DEFAULT_GPU_PRICES_USD_PER_HOUR, **self.gpu_prices}
+        """The on-demand prices with the settings' overrides on top."""
+        gpus = self.hardware_catalog.gpus
+        return {name: gpu.on_demand_usd_per_hour for name, gpu in gpus.items()}
+
+    @property
+    def hardware_catalog(self) -> HardwareCatalog:
+        """The built-in hardware catalog with the hardware, gpuPrices and cpuReplicaPrice
+        settings on top."""
+        return HardwareCatalog.with_overrides(
+            {name: entry.changes() for name, entry in self.hardware.items()},
+            self.gpu_prices,
+            self.cpu_replica_price,
+        )
 
     @property
     def price_catalog(self) -> PriceCatalog:
         """The price catalog budgets are computed with (0 is a valid price: on-prem GPUs)."""
-        cpu = self.cpu_replica_price
-        return PriceCatalog(
-            MappingProxyType(self.gpu_price_catalog),
-            DEFAULT_CPU_REPLICA_USD_PER_HOUR if cpu is None else cpu,
-        )
+        return PriceCatalog.from_hardware(self.hardware_catalog)
 
 
 def _set_dotted(document: dict[str, Any], dotted: str, value: Any) -> None:

@@ -56,6 +56,12 @@ VALUE_SETS: dict[str, Values] = {
         "metrics": {"serviceMonitor": {"enabled": True, "labels": {"release": "prometheus"}}}
     },
     "custom-prices": {"gpuPrices": {"nvidia-l4": 0.65, "nvidia-h100": 3.2, "acme-x1": 1.5}},
+    "hardware": {
+        "hardware": {
+            "nvidia-l4": {"spotUSDPerHour": 0.3},
+            "cpu": {"onDemandUSDPerHour": 0.12, "spotUSDPerHour": 0.04},
+        }
+    },
     "two-replicas": {"replicaCount": 2},
     "s3-pinned": {
         "image": {"digest": "sha256:" + "a" * 64},
@@ -464,6 +470,16 @@ def test_custom_prices_reach_the_settings(rendered: dict[str, Rendered]) -> None
     }
 
 
+def test_hardware_entries_reach_both_catalogs(rendered: dict[str, Rendered]) -> None:
+    settings = rendered["hardware"].settings()
+    assert settings["hardware"]["nvidia-l4"] == {"spotUSDPerHour": 0.3}
+    assert "hardware" not in rendered["default"].settings()
+    settings_module = pytest.importorskip("optimodel.operator.settings")
+    parsed = settings_module.parse_settings(settings, {}, origin="hardware")
+    assert parsed.price_catalog.gpu_price("nvidia-l4", "spot") == 0.3
+    assert parsed.price_catalog.cpu_replica_price() == 0.12
+
+
 def test_s3_store_and_pinned_images(rendered: dict[str, Rendered]) -> None:
     result = rendered["s3-pinned"]
     settings = result.settings()
@@ -593,6 +609,16 @@ SCHEMA_REJECTS: list[tuple[str, Values, str]] = [
     ("metrics-port-range", {"metrics": {"port": 80}}, "/metrics/port"),
     ("budget-interval-zero", {"budgetIntervalSeconds": 0}, "/budgetIntervalSeconds"),
     ("cpu-price-as-string", {"cpuReplicaPrice": "0.1"}, "/cpuReplicaPrice"),
+    (
+        "hardware-unknown-field",
+        {"hardware": {"nvidia-l4": {"tflops": 3}}},
+        "additional properties 'tflops'",
+    ),
+    (
+        "hardware-negative-spot",
+        {"hardware": {"nvidia-l4": {"spotUSDPerHour": -1}}},
+        "/hardware/nvidia-l4/spotUSDPerHour",
+    ),
     ("prometheus-url-scheme", {"prometheus": {"url": "prometheus:9090"}}, "/prometheus/url"),
     (
         "prometheus-label-form",
