@@ -9,15 +9,14 @@ JSON (TerminationMessage), to the pod's termination-message file, which the oper
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import traceback
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
+from optimodel.model_builder.documents import DocumentError, load_json_document, read_data_file
 from optimodel.model_builder.errors import AccuracyGateError, BuildError
 from optimodel.model_builder.report import BuildSummary, TerminationMessage
 from optimodel.model_builder.spec import BuildSpec
@@ -48,18 +47,14 @@ def read_spec(path: Path | None) -> BuildSpec:
     """The BuildSpec from a .json/.yaml file, or from $OPTIMODEL_BUILD_SPEC."""
     if path is not None:
         try:
-            text = path.read_text()
-        except OSError as error:
-            raise SpecInputError(f"cannot read spec file {path}: {error.strerror}") from error
-        try:
-            data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-        except (json.JSONDecodeError, yaml.YAMLError) as error:
-            raise SpecInputError(f"spec file {path} is not valid JSON/YAML: {error}") from error
+            data = read_data_file(path)
+        except DocumentError as error:
+            raise SpecInputError(f"spec file {path} is not valid JSON/YAML data: {error}") from None
     elif os.environ.get(SPEC_ENV):
         try:
-            data = json.loads(os.environ[SPEC_ENV])
-        except json.JSONDecodeError as error:
-            raise SpecInputError(f"${SPEC_ENV} is not valid JSON: {error}") from error
+            data = load_json_document(os.environ[SPEC_ENV])
+        except DocumentError as error:
+            raise SpecInputError(f"${SPEC_ENV} is not valid JSON data: {error}") from None
     else:
         raise SpecInputError(f"no build spec: pass --spec FILE or set ${SPEC_ENV}")
     return BuildSpec.model_validate(data)

@@ -13,6 +13,8 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
+from optimodel.model_builder import patterns
+
 Task = Literal["feature-extraction", "text-classification"]
 PruneMethod = Literal["none", "magnitude", "structured"]
 PruneTarget = Literal["ffn", "heads", "ffn-and-heads"]
@@ -23,8 +25,14 @@ QuantizeMode = Literal[
 AccuracyMetric = Literal["cosine", "top1-agreement", "accuracy"]
 DataFormat = Literal["jsonl", "csv"]
 
-SOURCE_URI_PATTERN = r"^(hf|file|pvc|s3)://[^\s]+$"
-DATA_URI_PATTERN = r"^(builtin|file|pvc|s3)://[^\s]+$"
+# Whole URIs, no `.`/`..` path segments, a claim or bucket name where one belongs
+# (model_builder/patterns.py: every regex engine reads these alike).
+SOURCE_URI_PATTERN = (
+    rf"^({patterns.HF_URI}|{patterns.FILE_URI}|{patterns.PVC_URI}|{patterns.S3_URI})$"
+)
+DATA_URI_PATTERN = (
+    rf"^({patterns.BUILTIN_URI}|{patterns.FILE_URI}|{patterns.PVC_URI}|{patterns.S3_URI})$"
+)
 GPU_TYPE_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 
 METRICS_BY_TASK: dict[str, tuple[str, ...]] = {
@@ -51,7 +59,8 @@ class Source(SpecModel):
         pattern=SOURCE_URI_PATTERN,
         description=(
             "Model location: hf://org/name (resolved offline from the Hugging Face cache), "
-            "file:///path, pvc://claim/path or s3://bucket/prefix."
+            "file:///path, pvc://claim/path or s3://bucket/prefix (no spaces, no '.' or '..' "
+            "path segments)."
         ),
         examples=["hf://sentence-transformers/all-MiniLM-L6-v2"],
     )
@@ -59,7 +68,10 @@ class Source(SpecModel):
         description="What the model computes: mean-pooled sentence embeddings or class logits."
     )
     revision: str | None = Field(
-        default=None, description="Hugging Face revision (branch, tag or commit) for hf:// URIs."
+        default=None,
+        pattern=patterns.HF_REVISION_PATTERN,
+        max_length=255,
+        description="Hugging Face revision (branch, tag or commit) for hf:// URIs.",
     )
     max_sequence_length: int = Field(
         default=128, ge=8, le=8192, description="Longest input in tokens; longer text is truncated."
@@ -144,12 +156,18 @@ class DataRef(SpecModel):
 
     uri: str = Field(
         pattern=DATA_URI_PATTERN,
-        description="builtin://eval-texts (shipped), file:///data.jsonl, pvc://claim/path, s3://…",
+        description="builtin://eval-texts (shipped), file:///data.jsonl, pvc://claim/path or "
+        "s3://bucket/key (no spaces, no '.' or '..' path segments).",
     )
     format: DataFormat = Field(default="jsonl", description="jsonl (one object a line) or csv.")
-    text_field: str = Field(default="text", min_length=1, description="Column holding the text.")
+    text_field: str = Field(
+        default="text", min_length=1, max_length=256, description="Column holding the text."
+    )
     label_field: str | None = Field(
-        default=None, description="Column holding the class label (needed for metric accuracy)."
+        default=None,
+        min_length=1,
+        max_length=256,
+        description="Column holding the class label (needed for metric accuracy).",
     )
     max_samples: int = Field(default=256, ge=1, le=100_000, description="Examples used at most.")
 
@@ -210,7 +228,11 @@ class Serving(SpecModel):
         default=False, description="Enable Triton's response cache for repeated inputs."
     )
     image: str | None = Field(
-        default=None, description="Triton image override; defaults to the operator's setting."
+        default=None,
+        pattern=patterns.IMAGE_PATTERN,
+        max_length=512,
+        description="Triton image override (registry/path:tag[@digest]); defaults to the "
+        "operator's setting.",
     )
 
 

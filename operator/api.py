@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field
 
+from optimodel.model_builder import patterns
 from optimodel.model_builder.spec import Optimize, Serving, Source, SpecModel
 from optimodel.model_builder.triton_config import ModelSignature
 
@@ -65,28 +66,59 @@ class Autoscaling(SpecModel):
 class SecretKeyRef(SpecModel):
     """Credentials for an S3-compatible store, from a Secret in the same namespace."""
 
-    name: str = Field(min_length=1, max_length=253, description="Secret name.")
+    name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=patterns.KUBERNETES_NAME_PATTERN,
+        description="Secret name.",
+    )
     access_key_id_key: str = Field(
-        default="AWS_ACCESS_KEY_ID", description="Key of the access key id in the Secret."
+        default="AWS_ACCESS_KEY_ID",
+        max_length=253,
+        pattern=patterns.SECRET_KEY_PATTERN,
+        description="Key of the access key id in the Secret.",
     )
     secret_access_key_key: str = Field(
-        default="AWS_SECRET_ACCESS_KEY", description="Key of the secret access key in the Secret."
+        default="AWS_SECRET_ACCESS_KEY",
+        max_length=253,
+        pattern=patterns.SECRET_KEY_PATTERN,
+        description="Key of the secret access key in the Secret.",
     )
 
 
 class PvcStorage(SpecModel):
     """Artifacts on a PersistentVolumeClaim (ReadWriteMany for more than one replica)."""
 
-    claim_name: str = Field(min_length=1, max_length=253, description="PVC name.")
-    sub_path: str = Field(default="", description="Folder inside the volume.")
+    claim_name: str = Field(
+        min_length=1,
+        max_length=253,
+        pattern=patterns.KUBERNETES_NAME_PATTERN,
+        description="PVC name.",
+    )
+    sub_path: str = Field(
+        default="",
+        max_length=1024,
+        pattern=patterns.SUB_PATH_PATTERN,
+        description="Folder inside the volume (relative, no '..').",
+    )
 
 
 class S3Storage(SpecModel):
     """Artifacts in an S3-compatible bucket (Triton reads s3:// natively)."""
 
-    uri: str = Field(pattern=r"^s3://[^\s/]+(/[^\s]*)?$", description="s3://bucket/prefix")
-    endpoint: str | None = Field(default=None, description="Endpoint URL for non-AWS stores.")
-    region: str | None = Field(default=None, description="Bucket region.")
+    uri: str = Field(pattern=patterns.S3_URI_PATTERN, description="s3://bucket/prefix")
+    endpoint: str | None = Field(
+        default=None,
+        pattern=patterns.ENDPOINT_PATTERN,
+        max_length=1024,
+        description="Endpoint URL for non-AWS stores (http(s)://host[:port]).",
+    )
+    region: str | None = Field(
+        default=None,
+        pattern=patterns.REGION_PATTERN,
+        max_length=63,
+        description="Bucket region, e.g. eu-west-1.",
+    )
     credentials_secret: SecretKeyRef | None = Field(
         default=None, description="Secret holding the access keys; omit for workload identity."
     )

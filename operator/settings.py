@@ -7,15 +7,21 @@ value, fix) instead of failing later inside a reconcile.
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from optimodel.model_builder.documents import (
+    DocumentError,
+    DocumentLimits,
+    MiB,
+    json_data_problems,
+    read_data_file,
+)
+from optimodel.model_builder.patterns import pattern_search
 from optimodel.model_builder.spec import GPU_TYPE_PATTERN, SpecModel
 from optimodel.operator.api import PvcStorage, Storage
 from optimodel.operator.autoscaling import DEFAULT_PROMETHEUS_ADDRESS, PrometheusSource
@@ -27,6 +33,8 @@ from optimodel.operator.hardware import CPU, HardwareCatalog
 
 SETTINGS_FILE_ENV = "OPTIMODEL_SETTINGS_FILE"
 DEFAULT_SETTINGS_FILE = Path("/etc/optimodel/settings.yaml")
+# The file is a ConfigMap key, and a ConfigMap holds at most 1 MiB.
+SETTINGS_LIMITS = DocumentLimits(max_file_bytes=MiB, max_document_bytes=MiB)
 
 # Env variable -> dotted settings field. Scalars and comma-separated lists only; everything
 # structured lives in the file.
@@ -61,7 +69,7 @@ def _check_resources(value: Resources, where: str) -> Resources:
         if section not in ("requests", "limits"):
             raise ValueError(f"{where}: unknown section {section!r}; use requests and limits")
         for name, quantity in quantities.items():
-            if not re.match(_QUANTITY_PATTERN, str(quantity)):
+            if not pattern_search(_QUANTITY_PATTERN, str(quantity)):
                 raise ValueError(
                     f"{where}.{section}.{name}: {quantity!r} is not a Kubernetes quantity; "
                     f'write e.g. "500m", "2" or "8Gi"'
@@ -378,7 +386,7 @@ class OperatorSettings(SpecModel):
     @classmethod
     def _prices(cls, value: dict[str, float]) -> dict[str, float]:
         for gpu, price in value.items():
-            if not re.match(GPU_TYPE_PATTERN, gpu):
+            if not pattern_search(GPU_TYPE_PATTERN, gpu):
                 raise ValueError(
                     f"gpuPrices: {gpu!r} is not a GPU type name; use lowercase like nvidia-l4"
                 )
@@ -390,7 +398,7 @@ class OperatorSettings(SpecModel):
     @classmethod
     def _hardware(cls, value: dict[str, HardwareSettings]) -> dict[str, HardwareSettings]:
         for name in value:
-            if name != CPU and not re.match(GPU_TYPE_PATTERN, name):
+            if name != CPU and not pattern_search(GPU_TYPE_PATTERN, name):
                 raise ValueError(
                     f"hardware: {name!r} is not a hardware type name; use lowercase like "
                     "nvidia-l4, or cpu for the CPU replica"
@@ -458,6 +466,8 @@ def _format_errors(error: ValidationError, origin: str) -> str:
         value = item.get("input")
         shown = "" if isinstance(value, dict) else f" (got {value!r})"
         message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "string_pattern_mismatch":
+            message = "has the wrong form (see the field's description in the settings reference)"
         fix = "remove it (see the settings reference)" if item["type"] == "extra_forbidden" else ""
         lines.append(f"  {where}: {message}{shown}" + (f"; fix: {fix}" if fix else ""))
     return "\n".join(lines)
@@ -472,6 +482,10 @@ def parse_settings(document: object, env: Mapping[str, str], origin: str) -> Ope
             f"invalid operator settings ({origin}): the file must hold a YAML mapping, "
             f"got {type(document).__name__}"
         )
+    not_json = json_data_problems(document, SETTINGS_LIMITS)
+    if not_json:
+        lines = "\n".join(f"  {problem}" for problem in not_json)
+        raise SettingsError(f"invalid operator settings ({origin}):\n{lines}")
     merged: dict[str, Any] = dict(document)
     for variable, field in ENV_OVERRIDES.items():
         if variable in env:
@@ -493,11 +507,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> OperatorSettings:
     document: object = {}
     if path.exists():
         try:
-            document = yaml.safe_load(path.read_text())
-        except yaml.YAMLError as error:
-            raise SettingsError(
-                f"invalid operator settings ({path}): not valid YAML: {error}"
-            ) from None
+            document = read_data_file(path, SETTINGS_LIMITS)
+        except DocumentError as error:
+            lines = "\n".join(f"  {problem}" for problem in error.problems)
+            raise SettingsError(f"invalid operator settings ({path}):\n{lines}") from None
     elif explicit:
         raise SettingsError(
             f"operator settings file {path} does not exist; fix: mount it or unset "

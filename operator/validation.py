@@ -12,15 +12,23 @@ import difflib
 import math
 import re
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import yaml
 from pydantic import ValidationError
 
+from optimodel.model_builder.documents import (
+    MANIFEST_LIMITS,
+    DocumentError,
+    decode_utf8,
+    json_data_problems,
+    load_yaml_documents,
+    read_bytes,
+)
+from optimodel.model_builder.patterns import pattern_search
 from optimodel.model_builder.spec import SpecProblem, build_spec_problems
 from optimodel.operator import api
 from optimodel.operator.crd import JsonSchema, open_api_schema
@@ -28,7 +36,13 @@ from optimodel.operator.crd import JsonSchema, open_api_schema
 # Children are named "<name>-build-g<generation>" etc., and a Job's name must fit a
 # 63-character label, so the resource name keeps room for the longest suffix.
 MAX_NAME_LENGTH = 45
-NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+NAME_PATTERN = re.compile(r"[a-z]([-a-z0-9]*[a-z0-9])?")  # matched whole (fullmatch)
+# The API server's metadata rules (apimachinery validation): qualified names as keys, label
+# values of at most 63 characters, and annotations of at most 256 KiB in all.
+TOTAL_ANNOTATIONS_BYTES = 256 * 1024
+_QUALIFIED_NAME = re.compile(r"([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9]")
+_DNS_SUBDOMAIN = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*")
+_DNS_LABEL = re.compile(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?")
 
 
 class ManifestError(ValueError):
@@ -47,10 +61,27 @@ class ManifestResult:
     name: str | None
     problems: list[SpecProblem]
     kind: str | None = api.KIND
+    warnings: list[SpecProblem] = field(default_factory=list)
+    document: Any = None
 
     @property
     def valid(self) -> bool:
         return not self.problems
+
+
+def _whole_pattern(
+    validator: Any, pattern: str, instance: Any, schema: JsonSchema
+) -> Iterator[jsonschema.ValidationError]:
+    # The API server reads `pattern` as RE2, where `$` is the end of the text; Python's `re`
+    # would also let a value with a trailing newline through.
+    if validator.is_type(instance, "string") and not pattern_search(pattern, instance):
+        yield jsonschema.ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+# Draft 4 as the API server applies it, with `pattern` evaluated as RE2/ECMA-262 do.
+ApiServerValidator = jsonschema.validators.extend(
+    jsonschema.Draft4Validator, {"pattern": _whole_pattern}
+)
 
 
 @cache
@@ -163,7 +194,7 @@ def schema_problems(document: Mapping[str, Any]) -> list[SpecProblem]:
     """What the CRD schema (with strict field validation) rejects in `document`."""
     instance = {k: v for k, v in document.items() if k != "status"}
     instance = apply_defaults(strict_schema(), instance)
-    validator = jsonschema.Draft4Validator(strict_schema())
+    validator = ApiServerValidator(strict_schema())
     problems: list[SpecProblem] = []
     for error in sorted(validator.iter_errors(instance), key=lambda e: list(map(str, e.path))):
         problems.extend(_schema_problem(error))
@@ -195,7 +226,7 @@ def metadata_problems(
     name = metadata.get("name")
     if not isinstance(name, str) or not name:
         problems.append(SpecProblem("metadata.name", "name is missing", "add metadata.name"))
-    elif len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.match(name):
+    elif len(name) > MAX_NAME_LENGTH or not NAME_PATTERN.fullmatch(name):
         problems.append(
             SpecProblem(
                 "metadata.name",
@@ -204,6 +235,18 @@ def metadata_problems(
                 f"{MAX_NAME_LENGTH} characters",
             )
         )
+    namespace = metadata.get("namespace")
+    if namespace is not None and (
+        not isinstance(namespace, str) or len(namespace) > 63 or not _DNS_LABEL.fullmatch(namespace)
+    ):
+        problems.append(
+            SpecProblem(
+                "metadata.namespace",
+                f"{namespace!r} is not a namespace name",
+                "use lowercase letters, digits and '-', at most 63 characters",
+            )
+        )
+    problems.extend(label_problems(metadata.get("labels")))
     annotations = metadata.get("annotations") or {}
     if not isinstance(annotations, dict):
         return [
@@ -214,8 +257,86 @@ def metadata_problems(
                 'write annotations as key: "value" pairs',
             ),
         ]
+    problems.extend(annotation_problems(annotations))
     if budget_annotations:
         problems.extend(budget_annotation_problems(annotations))
+    return problems
+
+
+def _key_problem(where: str, key: object) -> SpecProblem | None:
+    """A label or annotation key that is not a qualified name ([prefix/]name)."""
+    if isinstance(key, str):
+        prefix, _, name = key.rpartition("/")
+        prefix_ok = not prefix or (len(prefix) <= 253 and _DNS_SUBDOMAIN.fullmatch(prefix))
+        if prefix_ok and len(name) <= 63 and _QUALIFIED_NAME.fullmatch(name):
+            return None
+    return SpecProblem(
+        f"{where}[{key}]",
+        f"{key!r} is not a valid key",
+        "use [prefix/]name: a DNS prefix, then at most 63 letters, digits, '-', '_' or '.', "
+        "starting and ending with a letter or digit",
+    )
+
+
+def label_problems(labels: object) -> list[SpecProblem]:
+    """Label keys and values as the API server checks them."""
+    if labels is None:
+        return []
+    if not isinstance(labels, dict):
+        return [
+            SpecProblem(
+                "metadata.labels", "labels must be a mapping", 'write labels as key: "value" pairs'
+            )
+        ]
+    problems = []
+    for key, value in labels.items():
+        problem = _key_problem("metadata.labels", key)
+        if problem is not None:
+            problems.append(problem)
+        if (
+            not isinstance(value, str)
+            or len(value) > 63
+            or (value and not _QUALIFIED_NAME.fullmatch(value))
+        ):
+            problems.append(
+                SpecProblem(
+                    f"metadata.labels[{key}]",
+                    f"{value!r} is not a label value",
+                    'quote it as a string of at most 63 letters, digits, "-", "_" or ".", '
+                    "starting and ending with a letter or digit",
+                )
+            )
+    return problems
+
+
+def annotation_problems(annotations: Mapping[Any, Any]) -> list[SpecProblem]:
+    """Annotation keys, string values, and the API server's 256 KiB total."""
+    problems = []
+    total = 0
+    for key, value in annotations.items():
+        problem = _key_problem("metadata.annotations", key)
+        if problem is not None:
+            problems.append(problem)
+        if not isinstance(value, str):
+            if str(key) not in api.BUDGET_ANNOTATIONS:  # those say more, below
+                problems.append(
+                    SpecProblem(
+                        f"metadata.annotations[{key}]",
+                        f"annotation values are strings, got {type(value).__name__}",
+                        'quote the value: key: "value"',
+                    )
+                )
+            continue
+        total += len(str(key).encode()) + len(value.encode("utf-8", "replace"))
+    if total > TOTAL_ANNOTATIONS_BYTES:
+        problems.append(
+            SpecProblem(
+                "metadata.annotations",
+                f"annotations hold {total / 1024:.0f} KiB, more than the "
+                f"{TOTAL_ANNOTATIONS_BYTES // 1024} KiB the API server accepts",
+                "keep annotations short: large data belongs in a volume or bucket",
+            )
+        )
     return problems
 
 
@@ -313,8 +434,9 @@ def parse_spec(document: Mapping[str, Any]) -> api.OptimizedModelSpec:
 def manifest_problems(document: object, *, budget_annotations: bool = True) -> list[SpecProblem]:
     """Every problem with one manifest, in field order; empty when it is valid.
 
-    The operator passes budget_annotations=False: a bad budget annotation must not stop
-    builds or rollouts, it sets WithinBudget=False instead (operator/budget.py)."""
+    Never raises, whatever `document` holds: data that is not JSON (from code, not a reader)
+    is named as such. The operator passes budget_annotations=False: a bad budget annotation
+    must not stop builds or rollouts, it sets WithinBudget=False instead (operator/budget.py)."""
     if not isinstance(document, dict):
         return [
             SpecProblem(
@@ -323,6 +445,9 @@ def manifest_problems(document: object, *, budget_annotations: bool = True) -> l
                 "write an OptimizedModel object with apiVersion, kind, metadata, spec",
             )
         ]
+    not_json = json_data_problems(document, MANIFEST_LIMITS)
+    if not_json:
+        return not_json
     problems = metadata_problems(document, budget_annotations=budget_annotations)
     found = schema_problems(document)
     problems.extend(found)
@@ -338,6 +463,15 @@ def manifest_problems(document: object, *, budget_annotations: bool = True) -> l
     return problems + spec_rule_problems(spec)
 
 
+def manifest_warnings(document: Mapping[str, Any]) -> list[SpecProblem]:
+    """What makes a valid manifest unable to work (see operator/feasibility.py)."""
+    from optimodel.operator.feasibility import feasibility_warnings
+
+    metadata = document.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    return feasibility_warnings(parse_spec(document), annotations)
+
+
 def validate_document(document: object, origin: str) -> ManifestResult:
     """Validate one parsed YAML document; other kinds are passed over, not judged."""
     name = None
@@ -345,45 +479,42 @@ def validate_document(document: object, origin: str) -> ManifestResult:
     if isinstance(document, dict):
         metadata = document.get("metadata")
         name = metadata.get("name") if isinstance(metadata, dict) else None
+        name = name if isinstance(name, str) else None
         kind = str(document.get("kind"))
         ours = str(document.get("apiVersion", "")).startswith(f"{api.GROUP}/")
         if kind != api.KIND and not ours:
-            return ManifestResult(origin, name, [], kind=kind)
-    return ManifestResult(origin, name, manifest_problems(document))
+            return ManifestResult(origin, name, [], kind=kind, document=document)
+    problems = manifest_problems(document)
+    warnings = [] if problems or not isinstance(document, dict) else manifest_warnings(document)
+    return ManifestResult(origin, name, problems, warnings=warnings, document=document)
 
 
 def validate_file(path: Path) -> list[ManifestResult]:
     """Validate every document in a YAML file (multi-document files included)."""
     try:
-        documents = [doc for doc in yaml.safe_load_all(path.read_text()) if doc is not None]
-    except OSError as error:
-        return [
-            ManifestResult(
-                str(path),
-                None,
-                [SpecProblem("(file)", f"cannot read: {error.strerror}", "check the path")],
-            )
+        data = read_bytes(path, MANIFEST_LIMITS.max_file_bytes)
+    except DocumentError as error:
+        return [ManifestResult(str(path), None, error.problems)]
+    return validate_bytes(data, str(path))
+
+
+def validate_bytes(data: bytes, origin: str) -> list[ManifestResult]:
+    """Validate every document of a file's bytes; `origin` names it in the results.
+
+    The bytes are read by the safe reader (model_builder/documents.py): size caps, UTF-8,
+    duplicate keys, alias and depth budgets, JSON types; any of those is the file's problem."""
+    try:
+        documents = [
+            doc
+            for doc in load_yaml_documents(decode_utf8(data), MANIFEST_LIMITS)
+            if doc is not None
         ]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}" if mark else "(file)"
-        return [
-            ManifestResult(
-                str(path),
-                None,
-                [
-                    SpecProblem(
-                        where,
-                        f"not valid YAML: {getattr(error, 'problem', error)}",
-                        "fix the YAML syntax (indentation, colons, quotes)",
-                    )
-                ],
-            )
-        ]
+    except DocumentError as error:
+        return [ManifestResult(origin, None, error.problems)]
     if not documents:
         return [
             ManifestResult(
-                str(path),
+                origin,
                 None,
                 [
                     SpecProblem(
@@ -394,6 +525,6 @@ def validate_file(path: Path) -> list[ManifestResult]:
         ]
     many = len(documents) > 1
     return [
-        validate_document(doc, f"{path}#{index + 1}" if many else str(path))
+        validate_document(doc, f"{origin}#{index + 1}" if many else origin)
         for index, doc in enumerate(documents)
     ]

@@ -52,12 +52,17 @@ def crd(
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Manifest files (multi-document YAML ok).")],
 ) -> None:
-    """Validate OptimizedModel manifests offline: schema plus cross-field rules."""
+    """Validate OptimizedModel manifests offline: schema plus cross-field rules.
+
+    Warnings (valid manifests that cannot work) are shown apart and do not fail: exit 0 when
+    nothing is invalid, 1 otherwise.
+    """
     from optimodel.manifest import print_problems
     from optimodel.operator.validation import validate_file
 
     invalid = 0
     checked = 0
+    warned = 0
     for path in files:
         for result in validate_file(path):
             if result.kind != "OptimizedModel" and result.valid:
@@ -65,14 +70,24 @@ def validate(
                 continue
             checked += 1
             label = escape(f"{result.origin}" + (f" ({result.name})" if result.name else ""))
-            if result.valid:
+            if result.valid and not result.warnings:
                 console.print(f"[green]✓[/green] {label}")
+                continue
+            if result.valid:
+                warned += 1
+                noun = "warning" if len(result.warnings) == 1 else "warnings"
+                console.print(
+                    f"[yellow]![/yellow] {label}: valid, {len(result.warnings)} {noun} "
+                    "(it cannot work as written)"
+                )
+                print_problems(console, result.warnings, label="warning")
                 continue
             invalid += 1
             noun = "problem" if len(result.problems) == 1 else "problems"
             console.print(f"[red]✗[/red] {label}: {len(result.problems)} {noun}")
             print_problems(console, result.problems)
-    console.print(f"{checked - invalid} valid, {invalid} invalid")
+    summary = f"{checked - invalid} valid, {invalid} invalid"
+    console.print(summary + (f", {warned} with warnings" if warned else ""))
     if invalid:
         raise typer.Exit(1)
 

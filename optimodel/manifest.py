@@ -7,7 +7,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 
@@ -37,8 +36,7 @@ def build_spec_from_manifest(path: Path) -> BuildSpec:
                 )
             ]
         )
-    documents = [doc for doc in yaml.safe_load_all(path.read_text()) if isinstance(doc, dict)]
-    document = next(doc for doc in documents if doc.get("kind") == KIND)
+    document = results[0].document
     spec = parse_spec(document)
     return BuildSpec(
         name=str(document["metadata"]["name"]),
@@ -48,8 +46,13 @@ def build_spec_from_manifest(path: Path) -> BuildSpec:
     )
 
 
-def print_problems(console: Console, problems: Sequence[SpecProblem]) -> None:
-    """Every problem as `field: message` and its fix, the way all commands show them."""
+def print_problems(
+    console: Console, problems: Sequence[SpecProblem], *, label: str | None = None
+) -> None:
+    """Every problem as `field: message` and its fix, the way all commands show them.
+
+    With a `label` (e.g. "warning") each line says what it is, in yellow."""
+    prefix = f"[yellow]{escape(label)}[/yellow] " if label else ""
     for problem in problems:
-        console.print(f"    [bold]{escape(problem.path)}[/bold]: {escape(problem.message)}")
+        console.print(f"    {prefix}[bold]{escape(problem.path)}[/bold]: {escape(problem.message)}")
         console.print(f"      fix: {escape(problem.fix)}")

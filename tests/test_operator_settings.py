@@ -111,7 +111,7 @@ def test_env_overrides_the_file() -> None:
         ({"gpuPrices": {"nvidia-l4": -1}}, ["gpuPrices.nvidia-l4", "negative"]),
         ({"gpuPrices": {"NVIDIA L4": 1}}, ["gpuPrices", "lowercase"]),
         (
-            {"artifactStore": {"pvc": {"claimName": "a"}, "s3": {"uri": "s3://b"}}},
+            {"artifactStore": {"pvc": {"claimName": "a"}, "s3": {"uri": "s3://models"}}},
             ["artifactStore", "exactly one"],
         ),
         ({"artifactStore": {"s3": {"uri": "http://b"}}}, ["artifactStore.s3.uri"]),

@@ -155,7 +155,7 @@ BAD: list[tuple[str, Callable[[Manifest], object], str, str]] = [
     ("replicas-with-autoscaling", _set("spec.replicas", 3), "spec.replicas", "enabled: false"),
     (
         "both-stores",
-        _set("spec.storage", {"pvc": {"claimName": "a"}, "s3": {"uri": "s3://b"}}),
+        _set("spec.storage", {"pvc": {"claimName": "a"}, "s3": {"uri": "s3://models"}}),
         "spec.storage",
         "exactly one",
     ),

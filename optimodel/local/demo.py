@@ -374,9 +374,9 @@ def _bar_columns() -> tuple[Any, ...]:
 
 
 def _manifest_annotations(path: Path) -> dict[str, str]:
-    import yaml
+    from optimodel.model_builder.documents import read_yaml_file
 
-    for document in yaml.safe_load_all(path.read_text()):
+    for document in read_yaml_file(path):
         if isinstance(document, dict) and document.get("kind") == "OptimizedModel":
             annotations = (document.get("metadata") or {}).get("annotations") or {}
             return {str(k): str(v) for k, v in annotations.items()}
