@@ -72,3 +72,12 @@ class AccuracyGateError(BuildError):
                 "quantize.perChannel: true, quantize.keepFp32Nodes), or lower accuracy.min"
             ),
         )
+
+
+class ModelFilesError(InvalidBuildSpecError):
+    """The files at source.uri are there but unusable: corrupt config, truncated weights,
+    a missing tokenizer, or one that does not cover the model's vocabulary."""
+
+
+class OutputFolderError(BuildError):
+    """The output folder cannot hold the build: below a file, read-only, full, a bad name."""

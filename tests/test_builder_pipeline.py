@@ -16,6 +16,7 @@ from optimodel.model_builder.benchmark import BenchmarkSettings
 from optimodel.model_builder.errors import (
     AccuracyGateError,
     InvalidBuildSpecError,
+    OutputFolderError,
     UnsupportedQuantizationError,
 )
 from optimodel.model_builder.pipeline import BuildProgress, run_build
@@ -212,7 +213,7 @@ def test_failed_swap_puts_the_served_version_back(
         task="feature-extraction",
         created_at=datetime.now(UTC),
     )
-    with pytest.raises(OSError, match="cross-device"):
+    with pytest.raises(OutputFolderError, match="cross-device"):
         repository.publish_model_folder(staged, report, tmp_path)
     assert (served / "config.pbtxt").read_text() == "served"
     assert _entries(tmp_path) == [".staging-x", "tiny"]
