@@ -49,6 +49,7 @@ from optimodel.model_builder.evaluate import (
     shortfall,
 )
 from optimodel.model_builder.export import export_onnx
+from optimodel.model_builder.input_guard import guard_model_file
 from optimodel.model_builder.load import LoadedModel, load_model
 from optimodel.model_builder.modeling import (
     FloatArray,
@@ -71,6 +72,7 @@ from optimodel.model_builder.recover import distill
 from optimodel.model_builder.report import (
     AccuracyResult,
     BuildReport,
+    InputLimits,
     Measurement,
     StepName,
     StepRecord,
@@ -367,15 +369,23 @@ def _export_step(
     return signature
 
 
+def input_limits(loaded: LoadedModel) -> InputLimits:
+    """The ids and lengths the built model accepts (its guard and serving check them)."""
+    return InputLimits(vocab_size=loaded.vocab_size, max_sequence_length=loaded.max_positions)
+
+
 def _quantize_step(
     run: _Run, reference: _Reference, exported: Path, target: Path, calibration: list[str]
 ) -> None:
+    # The served graph carries the input guard (input_guard.py); the gate scores it as served.
     if run.spec.optimize.quantize.mode == "none":
         run.skip("quantize", "quantize.mode: none")
         copy_unquantized(exported, target)
+        guard_model_file(target, input_limits(reference.loaded))
         return
     with run.step("quantize") as outcome:
         outcome.detail = _quantize(exported, target, run.spec, reference, calibration)
+        guard_model_file(target, input_limits(reference.loaded))
         outcome.size_bytes = model_size_bytes(target)
         outcome.score = reference.score_onnx(target)
 
@@ -465,6 +475,7 @@ def run_build(
             signature=signature,
             versions=_versions(),
             created_at=created_at,
+            input_limits=input_limits(reference.loaded),
         )
         if not verdict.passed:
             message, step = gate_failure_message(verdict, run.scores, baseline)

@@ -73,6 +73,13 @@ class AccuracyResult(SpecModel):
     passed: bool
 
 
+class InputLimits(SpecModel):
+    """What token ids the served model accepts: what serving checks requests against."""
+
+    vocab_size: int = Field(ge=1, description="Ids must lie in 0..vocabSize-1.")
+    max_sequence_length: int = Field(ge=1, description="Most tokens the model's positions hold.")
+
+
 class BuildReport(SpecModel):
     """Everything a build did and measured."""
 
@@ -93,6 +100,9 @@ class BuildReport(SpecModel):
     serving_choice: ServingChoice | None = Field(
         default=None,
         description="Batching and instances chosen from a serving sweep (`optimodel tune`).",
+    )
+    input_limits: InputLimits | None = Field(
+        default=None, description="Token ids and lengths the model accepts (serving checks)."
     )
 
     @property

@@ -11,6 +11,7 @@ from optimodel.model_builder.report import (
     MODEL_FILE,
     REPORT_FILE,
     BuildReport,
+    InputLimits,
     Measurement,
 )
 from optimodel.model_builder.spec import Serving
@@ -80,7 +81,14 @@ def export_tiny_bert(path: Path) -> None:
     )
 
 
-def write_built_repository(out: Path, name: str, onnx_file: Path, serving: Serving) -> Path:
+def write_built_repository(
+    out: Path,
+    name: str,
+    onnx_file: Path,
+    serving: Serving,
+    *,
+    input_limits: InputLimits | None = None,
+) -> Path:
     """OUT/<name>/ as the builder lays it out: config.pbtxt, 1/model.onnx, report.json."""
     model_dir = out / name
     (model_dir / "1").mkdir(parents=True, exist_ok=True)
@@ -98,5 +106,6 @@ def write_built_repository(out: Path, name: str, onnx_file: Path, serving: Servi
         optimized=Measurement(size_bytes=onnx_file.stat().st_size),
         signature=signature,
         created_at=datetime.now(UTC),
+        input_limits=input_limits,
     ).write(model_dir / REPORT_FILE)
     return model_dir

@@ -213,6 +213,10 @@ def render_local_config(
         triton_model.SPINNING_PARAMETER: "1" if allow_spinning else "0",
         triton_model.MODEL_FILE_PARAMETER: MODEL_FILE,
     }
+    limits = model.report.input_limits if model.report is not None else None
+    if limits is not None:  # builds before limits were recorded: the fallback still isolates
+        parameters[triton_model.VOCAB_SIZE_PARAMETER] = str(limits.vocab_size)
+        parameters[triton_model.MAX_SEQUENCE_PARAMETER] = str(limits.max_sequence_length)
     rows = ",\n".join(
         f'  {{ key: "{key}" value: {{ string_value: "{value}" }} }}'
         for key, value in parameters.items()

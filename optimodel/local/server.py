@@ -5,26 +5,35 @@ us; we then stop it with SIGTERM (Triton drains in-flight requests and unloads m
 python-backend stubs exit with it), escalate to SIGKILL of the whole group if it hangs, and
 check that no process of the group and no shared-memory segment of ours is left. Each server
 gets its own python-backend shared-memory prefix, so its /dev/shm segments are identifiable.
+
+It never outlives us, however we die: the server gets PR_SET_PDEATHSIG (SIGTERM when the
+thread that started it is gone, so only when started from the main thread), and a watchdog
+process (watchdog.py) stops its group and removes its shared memory and work folder once our
+end of its pipe closes without a word, as it does when we are SIGKILLed.
 """
 
 from __future__ import annotations
 
 import atexit
 import contextlib
+import ctypes
 import os
 import re
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
+import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from optimodel.local import watchdog as lifeline
 from optimodel.local.installation import TritonInstallation, find_triton_installation
 from optimodel.local.repository import LocalModel, derive_local_repository, find_built_models
 
@@ -107,6 +116,29 @@ def startup_problems(log: str) -> list[str]:
     return failed or other
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> Callable[[], None] | None:
+    """A preexec function giving the child SIGTERM when this thread dies (Linux, main thread).
+
+    PR_SET_PDEATHSIG follows the thread that forked, so from any other thread it would stop
+    the server when that thread ends: there the watchdog alone does the job."""
+    if not sys.platform.startswith("linux") or threading.current_thread() is not (
+        threading.main_thread()
+    ):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # resolved here, not in the child
+    parent = os.getpid()
+
+    def set_signal() -> None:
+        prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:  # we died between fork and prctl
+            os._exit(1)
+
+    return set_signal
+
+
 def log_tail(path: Path, lines: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -124,9 +156,12 @@ class TritonServer:
     log_path: Path | None = None
     installation: TritonInstallation | None = None
     exit_timeout_s: int = 10
+    cleanup_paths: list[Path] = field(default_factory=list)  # removed if we die unstopped
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     pid: int | None = field(default=None, init=False)
     shm_prefix: str = field(default="", init=False)
+    watchdog: subprocess.Popen[bytes] | None = field(default=None, init=False)
+    _lifeline: int | None = field(default=None, init=False)
 
     @property
     def http_url(self) -> str:
@@ -177,14 +212,51 @@ class TritonServer:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                preexec_fn=die_with_parent(),  # a prctl call, nothing else
             )
         self.pid = self.process.pid
         atexit.register(self.stop)
         try:
+            self._start_watchdog()
             self._wait_ready(timeout_s)
         except BaseException:
             self.stop()
             raise
+
+    def _start_watchdog(self) -> None:
+        """The lifeline process (watchdog.py): it holds the read end, we the write end."""
+        assert self.pid is not None
+        read_end, write_end = os.pipe()  # not inherited by the server (PEP 446)
+        command = [
+            sys.executable, "-m", lifeline.__name__, f"--pgid={self.pid}",
+            f"--shm-prefix={self.shm_prefix}", f"--grace-seconds={self.exit_timeout_s + 5}",
+            *(f"--remove={path}" for path in self.cleanup_paths),
+        ]  # fmt: skip
+        try:
+            self.watchdog = subprocess.Popen(
+                command,
+                stdin=read_end,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        finally:
+            os.close(read_end)
+        self._lifeline = write_end
+
+    def _release_watchdog(self) -> None:
+        """Tell the watchdog the server was stopped here, and let it exit."""
+        if self._lifeline is not None:
+            with contextlib.suppress(OSError):
+                os.write(self._lifeline, lifeline.STOP)
+            os.close(self._lifeline)
+            self._lifeline = None
+        if self.watchdog is not None:
+            try:
+                self.watchdog.wait(5)
+            except subprocess.TimeoutExpired:
+                self.watchdog.kill()
+                self.watchdog.wait()
 
     def _wait_ready(self, timeout_s: float) -> None:
         assert self.process is not None and self.log_path is not None
@@ -258,6 +330,7 @@ class TritonServer:
         leftovers = self.shm_segments()
         for segment in leftovers:
             segment.unlink(missing_ok=True)
+        self._release_watchdog()
         self.process = None
         return leftovers
 
@@ -309,7 +382,11 @@ def serve_built_repository(
             intra_op_threads=intra_op_threads,
             allow_spinning=allow_spinning,
         )
-        server = TritonServer(root / "repository", ports or ServerPorts())
+        server = TritonServer(
+            root / "repository",
+            ports or ServerPorts(),
+            cleanup_paths=[root] if own_workdir else [],
+        )
         try:
             server.start(startup_timeout_s)
         except ServerError:

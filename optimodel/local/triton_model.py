@@ -7,6 +7,11 @@ onnxruntime call: inputs are padded to the longest sequence, concatenated, run, 
 outputs split back per request. Padding is with zeros, which for the attention mask means
 "ignore this position", so results equal running each request alone (to float rounding).
 
+A bad request fails alone: each is checked before batching (inputs present, 2-D, one shape,
+ids inside the vocabulary, no longer than the model's positions: the limits the builder
+recorded), and if the batched run still fails, every request of the batch runs on its own,
+so only the one that cannot run gets an error.
+
 This file runs inside the backend stub: it imports only numpy, onnxruntime and (inside the
 server only, hence imported in `initialize`) Triton's `triton_python_backend_utils`.
 """
@@ -27,6 +32,8 @@ Array = npt.NDArray[Any]
 THREADS_PARAMETER = "intra_op_threads"
 SPINNING_PARAMETER = "allow_spinning"
 MODEL_FILE_PARAMETER = "onnx_file"
+VOCAB_SIZE_PARAMETER = "vocab_size"
+MAX_SEQUENCE_PARAMETER = "max_sequence_length"
 
 
 def _parameter(config: dict[str, Any], key: str, default: str) -> str:
@@ -58,6 +65,41 @@ def pad_and_concatenate(
             ]
         stacked.append(parts[0] if len(parts) == 1 else np.concatenate(parts, axis=0))
     return stacked, sizes, lengths
+
+
+def request_problem(
+    arrays: list[Array | None],
+    names: list[str],
+    variable_axes: list[bool],
+    vocab_size: int,
+    max_sequence_length: int,
+) -> str | None:
+    """Why one request cannot run (named inputs, the value, the limit), or None."""
+    for name, array in zip(names, arrays, strict=True):
+        if array is None:
+            return f"input {name} is missing: send {', '.join(names)}"
+        if array.ndim != 2 or array.shape[0] < 1 or array.shape[1] < 1:
+            return f"{name} has shape {list(array.shape)}: send [batch, sequence], both >= 1"
+    present = [a for a in arrays if a is not None]
+    shapes = {a.shape[:2] for a, v in zip(present, variable_axes, strict=True) if v}
+    if len(shapes) > 1:
+        return (
+            f"inputs {names} must share [batch, sequence] shape, got {sorted(shapes)}: "
+            "send one attention_mask per input_ids row"
+        )
+    ids = present[0]
+    if max_sequence_length and ids.shape[1] > max_sequence_length:
+        return (
+            f"sequence length {ids.shape[1]} is longer than the model's "
+            f"{max_sequence_length} positions: truncate to {max_sequence_length} tokens"
+        )
+    if vocab_size and ids.size and (ids.min() < 0 or ids.max() >= vocab_size):
+        bad = np.argwhere((ids < 0) | (ids >= vocab_size))[0]
+        return (
+            f"{names[0]} holds id {int(ids[tuple(bad)])} at {bad.tolist()}, outside the "
+            f"vocabulary 0..{vocab_size - 1}: tokenize with the model's tokenizer"
+        )
+    return None
 
 
 def split_outputs(
@@ -105,6 +147,24 @@ class TritonPythonModel:
         # A -1 as the first non-batch dim is the sequence axis: padded in, trimmed out.
         self.input_variable = [tensor["dims"][0] == -1 for tensor in config["input"]]
         self.output_variable = [tensor["dims"][0] == -1 for tensor in config["output"]]
+        self.vocab_size = int(_parameter(config, VOCAB_SIZE_PARAMETER, "0"))
+        self.max_sequence_length = int(_parameter(config, MAX_SEQUENCE_PARAMETER, "0"))
+
+    def _error(self, message: str) -> Any:
+        return self.pb.InferenceResponse(error=self.pb.TritonError(message))
+
+    def _respond(self, parts: list[Array]) -> Any:
+        tensors = [
+            self.pb.Tensor(name, part) for name, part in zip(self.output_names, parts, strict=True)
+        ]
+        return self.pb.InferenceResponse(output_tensors=tensors)
+
+    def _run(self, per_request: list[list[Array]]) -> list[list[Array]]:
+        stacked, sizes, lengths = pad_and_concatenate(per_request, self.input_variable)
+        outputs = self.session.run(
+            self.output_names, dict(zip(self.input_names, stacked, strict=True))
+        )
+        return split_outputs(outputs, sizes, lengths, self.output_variable)
 
     def execute(self, requests: list[Any]) -> list[Any]:
         pb_utils = self.pb
@@ -112,35 +172,35 @@ class TritonPythonModel:
         valid: list[int] = []
         per_request: list[list[Array]] = []
         for position, request in enumerate(requests):
-            arrays = [
-                pb_utils.get_input_tensor_by_name(request, name).as_numpy()
-                for name in self.input_names
-            ]
-            shapes = {a.shape[:2] for a, v in zip(arrays, self.input_variable, strict=True) if v}
-            if len(shapes) > 1:
-                responses[position] = pb_utils.InferenceResponse(
-                    error=pb_utils.TritonError(
-                        f"inputs {self.input_names} must share [batch, sequence] shape, "
-                        f"got {sorted(shapes)}: send one attention_mask per input_ids row"
-                    )
-                )
+            arrays: list[Array | None] = []
+            for name in self.input_names:
+                tensor = pb_utils.get_input_tensor_by_name(request, name)
+                arrays.append(None if tensor is None else tensor.as_numpy())
+            problem = request_problem(
+                arrays,
+                self.input_names,
+                self.input_variable,
+                self.vocab_size,
+                self.max_sequence_length,
+            )
+            if problem is not None:
+                responses[position] = self._error(problem)
                 continue
             valid.append(position)
-            per_request.append(arrays)
+            per_request.append([a for a in arrays if a is not None])
         if not per_request:
             return responses
-        stacked, sizes, lengths = pad_and_concatenate(per_request, self.input_variable)
-        outputs = self.session.run(
-            self.output_names, dict(zip(self.input_names, stacked, strict=True))
-        )
-        for position, parts in zip(
-            valid, split_outputs(outputs, sizes, lengths, self.output_variable), strict=True
-        ):
-            tensors = [
-                pb_utils.Tensor(name, part)
-                for name, part in zip(self.output_names, parts, strict=True)
-            ]
-            responses[position] = pb_utils.InferenceResponse(output_tensors=tensors)
+        try:
+            results = self._run(per_request)
+        except Exception:  # one request the checks did not catch: run each alone
+            for position, inputs in zip(valid, per_request, strict=True):
+                try:
+                    responses[position] = self._respond(self._run([inputs])[0])
+                except Exception as error:
+                    responses[position] = self._error(f"inference failed: {error}")
+            return responses
+        for position, parts in zip(valid, results, strict=True):
+            responses[position] = self._respond(parts)
         return responses
 
     def finalize(self) -> None:
