@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from optimodel.operator import api
+from optimodel.operator.policy import resolved_storage
 from optimodel.operator.settings import OperatorSettings
 
 # Mount points inside builder and serving pods.
@@ -29,6 +30,9 @@ class ArtifactStore:
 
     @classmethod
     def for_model(cls, storage: api.Storage | None, settings: OperatorSettings) -> ArtifactStore:
+        """spec.storage (an S3 one with the policy's endpoint and credentials), else the
+        operator's default store."""
+        storage = resolved_storage(storage, settings.policy)
         chosen = storage if storage is not None and (storage.pvc or storage.s3) else None
         chosen = chosen or settings.artifact_store
         return cls(pvc=chosen.pvc if not chosen.s3 else None, s3=chosen.s3)

@@ -24,6 +24,8 @@ from optimodel.operator import api, naming
 from optimodel.operator.artifacts import ArtifactStore, build_key
 from optimodel.operator.builds import BuildOutcome, describe_build, observe_build
 from optimodel.operator.children import ChildChange, controlled_by
+from optimodel.operator.policy import REASON as POLICY_VIOLATION
+from optimodel.operator.policy import policy_violations
 from optimodel.operator.render import BuildRequest, ModelRef, render_build_job
 from optimodel.operator.render.common import Manifest
 from optimodel.operator.settings import OperatorSettings
@@ -59,6 +61,7 @@ class BuildDecision:
 
     @property
     def invalid(self) -> bool:
+        """The spec is invalid or refused by the admin policy: nothing is built or rendered."""
         return bool(self.problems)
 
 
@@ -112,6 +115,10 @@ def decide_build(
         built = ConditionUpdate("Built", "False", "InvalidSpec", describe_problems(problems))
         return BuildDecision(model, generation, problems, built=built, serving=served)
     spec = parse_spec(body)
+    refused = [v.problem() for v in policy_violations(spec, model.namespace, settings)]
+    if refused:
+        built = ConditionUpdate("Built", "False", POLICY_VIOLATION, describe_problems(refused))
+        return BuildDecision(model, generation, refused, built=built, serving=served)
     store = ArtifactStore.for_model(spec.storage, settings)
     spec_hash = build_inputs_hash(spec.source, spec.optimize)
     key = build_key(spec_hash, store)
@@ -162,6 +169,8 @@ def build_key_of(body: Mapping[str, Any], settings: OperatorSettings) -> str | N
     if manifest_problems(dict(body), budget_annotations=False):
         return None
     spec = parse_spec(body)
+    if policy_violations(spec, body["metadata"]["namespace"], settings):
+        return None
     store = ArtifactStore.for_model(spec.storage, settings)
     return build_key(build_inputs_hash(spec.source, spec.optimize), store)
 
@@ -244,8 +253,8 @@ def rollout_condition(
 def ready_condition(
     decision: BuildDecision, built: ConditionUpdate, deployed: ConditionUpdate, endpoint: str | None
 ) -> ConditionUpdate:
-    if decision.invalid:
-        return ConditionUpdate("Ready", "False", "InvalidSpec", built.message)
+    if decision.invalid:  # InvalidSpec or PolicyViolation
+        return ConditionUpdate("Ready", "False", built.reason, built.message)
     if built.status != "True":
         message = built.message
         if deployed.status == "True" and decision.serving is not None:

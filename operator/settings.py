@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
@@ -23,7 +23,7 @@ from optimodel.model_builder.documents import (
 )
 from optimodel.model_builder.patterns import pattern_search
 from optimodel.model_builder.spec import GPU_TYPE_PATTERN, SpecModel
-from optimodel.operator.api import PvcStorage, Storage
+from optimodel.operator.api import PvcStorage, SecretKeyRef, Storage
 from optimodel.operator.autoscaling import DEFAULT_PROMETHEUS_ADDRESS, PrometheusSource
 from optimodel.operator.cost import (
     DEFAULT_CPU_REPLICA_USD_PER_HOUR,
@@ -318,6 +318,88 @@ class PrometheusSettings(SpecModel):
         )
 
 
+Patterns = list[Annotated[str, Field(min_length=1, max_length=512)]]
+
+
+class S3Target(SpecModel):
+    """An S3 location models may keep their artifacts in, reached the platform's way."""
+
+    bucket: str = Field(
+        min_length=1,
+        max_length=255,
+        description="Bucket name or glob pattern (fnmatch: *, ?, [..]), e.g. team-*-models.",
+    )
+    endpoint: str | None = Field(
+        default=None,
+        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        description="The only endpoint requests to these buckets go to; unset: AWS S3. A spec "
+        "naming another endpoint is refused.",
+    )
+    credentials_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="The Secret (in each model's namespace) whose keys reach these buckets; "
+        "unset: workload identity. A spec naming another Secret or other keys is refused.",
+    )
+
+
+class StoragePolicy(SpecModel):
+    """Which per-model stores (spec.storage) and input claims a spec may name."""
+
+    pvc_claims: Patterns = Field(
+        default_factory=list,
+        description="Claims (glob patterns) spec.storage.pvc.claimName may name; build pods "
+        "mount them read-write. Empty: no per-model PVC store.",
+    )
+    s3: list[S3Target] = Field(
+        default_factory=list,
+        description="S3 locations spec.storage.s3 may use, each with the endpoint and "
+        "credentials the platform chose. Empty: no per-model S3 store.",
+    )
+    input_claims: Patterns = Field(
+        default_factory=list,
+        description="Claims (glob patterns) pvc:// sources, calibration and eval data may name; "
+        "build pods mount them read-only. Empty: no pvc:// inputs.",
+    )
+
+
+class NamespaceCaps(SpecModel):
+    """Limits on what the models of one namespace may ask for."""
+
+    max_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description="Most serving replicas a model may ask for (autoscaling.maxReplicas, or "
+        "replicas without autoscaling); unset: no cap.",
+    )
+    gpu_types: list[Annotated[str, Field(pattern=GPU_TYPE_PATTERN)]] = Field(
+        default_factory=list,
+        description="GPU types spec.serving.gpu.type may name; empty: any.",
+    )
+
+
+class AdminPolicy(SpecModel):
+    """What the platform lets a spec choose (operator/policy.py checks it; so does
+    `optimodel validate --settings`). The defaults allow nothing beyond the platform's own
+    images and store: safe for a cluster shared by teams that do not trust each other."""
+
+    serving_images: Patterns = Field(
+        default_factory=list,
+        description="Images (glob patterns, e.g. nvcr.io/nvidia/tritonserver:*) "
+        "spec.serving.image may name; it runs the Triton container only. Empty: no override.",
+    )
+    storage: StoragePolicy = Field(default_factory=StoragePolicy)
+    default_caps: NamespaceCaps = Field(
+        default_factory=NamespaceCaps, description="Caps of namespaces not in namespaceCaps."
+    )
+    namespace_caps: dict[str, NamespaceCaps] = Field(
+        default_factory=dict, description="Caps by namespace name (instead of defaultCaps)."
+    )
+
+    def caps_for(self, namespace: str) -> NamespaceCaps:
+        return self.namespace_caps.get(namespace, self.default_caps)
+
+
 class OperatorSettings(SpecModel):
     """Everything the operator reads at startup."""
 
@@ -381,6 +463,9 @@ class OperatorSettings(SpecModel):
         description="Every model is re-reconciled this often even without events.",
     )
     peering: PeeringSettings = Field(default_factory=PeeringSettings)
+    policy: AdminPolicy = Field(
+        default_factory=AdminPolicy, description="What specs may choose (admin policy)."
+    )
 
     @field_validator("gpu_prices")
     @classmethod

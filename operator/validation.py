@@ -32,6 +32,8 @@ from optimodel.model_builder.patterns import pattern_search
 from optimodel.model_builder.spec import SpecProblem, build_spec_problems
 from optimodel.operator import api
 from optimodel.operator.crd import JsonSchema, open_api_schema
+from optimodel.operator.policy import policy_violations
+from optimodel.operator.settings import OperatorSettings
 
 # Children are named "<name>-build-g<generation>" etc., and a Job's name must fit a
 # 63-character label, so the resource name keeps room for the longest suffix.
@@ -472,8 +474,27 @@ def manifest_warnings(document: Mapping[str, Any]) -> list[SpecProblem]:
     return feasibility_warnings(parse_spec(document), annotations)
 
 
-def validate_document(document: object, origin: str) -> ManifestResult:
-    """Validate one parsed YAML document; other kinds are passed over, not judged."""
+def policy_problems(
+    document: Mapping[str, Any], settings: OperatorSettings, namespace: str | None = None
+) -> list[SpecProblem]:
+    """What the operator's admin policy (settings.policy) refuses in a valid manifest, for
+    `namespace`, else the manifest's own, else "default" (as kubectl would create it)."""
+    metadata = document.get("metadata")
+    own = metadata.get("namespace") if isinstance(metadata, dict) else None
+    where = namespace or (own if isinstance(own, str) and own else "default")
+    return [v.problem() for v in policy_violations(parse_spec(document), where, settings)]
+
+
+def validate_document(
+    document: object,
+    origin: str,
+    settings: OperatorSettings | None = None,
+    namespace: str | None = None,
+) -> ManifestResult:
+    """Validate one parsed YAML document; other kinds are passed over, not judged.
+
+    With `settings`, a valid manifest is also checked against their admin policy, the way
+    the operator running with them would."""
     name = None
     kind = api.KIND
     if isinstance(document, dict):
@@ -485,21 +506,32 @@ def validate_document(document: object, origin: str) -> ManifestResult:
         if kind != api.KIND and not ours:
             return ManifestResult(origin, name, [], kind=kind, document=document)
     problems = manifest_problems(document)
+    if not problems and settings is not None and isinstance(document, dict):
+        problems = policy_problems(document, settings, namespace)
     warnings = [] if problems or not isinstance(document, dict) else manifest_warnings(document)
     return ManifestResult(origin, name, problems, warnings=warnings, document=document)
 
 
-def validate_file(path: Path) -> list[ManifestResult]:
-    """Validate every document in a YAML file (multi-document files included)."""
+def validate_file(
+    path: Path, settings: OperatorSettings | None = None, namespace: str | None = None
+) -> list[ManifestResult]:
+    """Validate every document in a YAML file (multi-document files included); with
+    `settings`, against their admin policy too (see `validate_document`)."""
     try:
         data = read_bytes(path, MANIFEST_LIMITS.max_file_bytes)
     except DocumentError as error:
         return [ManifestResult(str(path), None, error.problems)]
-    return validate_bytes(data, str(path))
+    return validate_bytes(data, str(path), settings, namespace)
 
 
-def validate_bytes(data: bytes, origin: str) -> list[ManifestResult]:
-    """Validate every document of a file's bytes; `origin` names it in the results.
+def validate_bytes(
+    data: bytes,
+    origin: str,
+    settings: OperatorSettings | None = None,
+    namespace: str | None = None,
+) -> list[ManifestResult]:
+    """Validate every document of a file's bytes; `origin` names it in the results (with
+    `settings`, against their admin policy too).
 
     The bytes are read by the safe reader (model_builder/documents.py): size caps, UTF-8,
     duplicate keys, alias and depth budgets, JSON types; any of those is the file's problem."""
@@ -525,6 +557,6 @@ def validate_bytes(data: bytes, origin: str) -> list[ManifestResult]:
         ]
     many = len(documents) > 1
     return [
-        validate_document(doc, f"{origin}#{index + 1}" if many else origin)
+        validate_document(doc, f"{origin}#{index + 1}" if many else origin, settings, namespace)
         for index, doc in enumerate(documents)
     ]

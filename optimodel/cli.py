@@ -51,20 +51,46 @@ def crd(
 @app.command()
 def validate(
     files: Annotated[list[Path], typer.Argument(help="Manifest files (multi-document YAML ok).")],
+    settings_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--settings",
+            help="The operator's settings file: also check the admin policy (policy.*) the "
+            "operator would enforce.",
+        ),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace",
+            "-n",
+            help="Namespace the models go to (per-namespace caps); default: each manifest's "
+            "metadata.namespace, else 'default'.",
+        ),
+    ] = None,
 ) -> None:
-    """Validate OptimizedModel manifests offline: schema plus cross-field rules.
+    """Validate OptimizedModel manifests offline: schema plus cross-field rules, and with
+    --settings the admin policy the operator would enforce.
 
     Warnings (valid manifests that cannot work) are shown apart and do not fail: exit 0 when
     nothing is invalid, 1 otherwise.
     """
     from optimodel.manifest import print_problems
+    from optimodel.operator.settings import SETTINGS_FILE_ENV, SettingsError, load_settings
     from optimodel.operator.validation import validate_file
 
+    settings = None
+    if settings_file is not None:
+        try:
+            settings = load_settings({SETTINGS_FILE_ENV: str(settings_file)})
+        except SettingsError as error:
+            err_console.print(f"[red]{escape(str(error))}[/red]")
+            raise typer.Exit(2) from None
     invalid = 0
     checked = 0
     warned = 0
     for path in files:
-        for result in validate_file(path):
+        for result in validate_file(path, settings, namespace):
             if result.kind != "OptimizedModel" and result.valid:
                 console.print(f"[dim]- {escape(result.origin)}: {result.kind} (not checked)[/dim]")
                 continue

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,6 +79,31 @@ VALUE_SETS: dict[str, Values] = {
         },
     },
     "metrics-off": {"metrics": {"enabled": False}, "serviceAccount": {"name": "om-operator"}},
+    "shared-cluster": {
+        "policy": {
+            "servingImages": ["nvcr.io/nvidia/tritonserver:*"],
+            "storage": {
+                "pvcClaims": ["optimodel-*"],
+                "s3": [
+                    {
+                        "bucket": "team-*",
+                        "endpoint": "https://minio.storage:9000",
+                        "credentialsSecret": {"name": "optimodel-s3"},
+                    }
+                ],
+            },
+            "namespaceCaps": {"ml-sandbox": {"maxReplicas": 2, "gpuTypes": ["nvidia-t4"]}},
+        },
+        "serving": {
+            "serviceAccountName": "triton",
+            "networkPolicy": {
+                "enabled": True,
+                "metricsScrapers": [
+                    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "mon"}}}
+                ],
+            },
+        },
+    },
     "budget-prometheus": {
         "budgetIntervalSeconds": 30,
         "cpuReplicaPrice": 0.25,
@@ -416,6 +442,7 @@ SETTINGS_KEYS = {
     "budgetIntervalSeconds",
     "prometheus",
     "peering",
+    "policy",
 }
 
 
@@ -433,6 +460,11 @@ def test_default_settings(rendered: dict[str, Rendered]) -> None:
     assert settings["build"]["resources"]["limits"] == {"cpu": "4", "memory": "16Gi"}
     assert settings["serving"] == builtin["serving"]
     assert settings["serving"]["networkPolicy"]["enabled"] is False
+    # The admin policy's defaults allow nothing beyond the platform's images and store.
+    policy = OperatorSettings.model_validate({"policy": settings["policy"]}).policy
+    assert policy == OperatorSettings().policy
+    assert policy.serving_images == policy.storage.pvc_claims == []
+    assert policy.storage.s3 == []
     assert settings["namespaces"] == []
     assert settings["metricsPort"] == 9090
     assert settings["healthPort"] == 8080
@@ -446,6 +478,20 @@ def test_default_settings(rendered: dict[str, Rendered]) -> None:
         "tritonPodLabel": "pod",
     }
     assert settings["peering"] == {"name": f"{RELEASE}-optimodel"}
+
+
+def test_policy_and_pod_values_reach_the_settings(rendered: dict[str, Rendered]) -> None:
+    settings = OperatorSettings.model_validate(rendered["shared-cluster"].settings())
+    assert settings.policy.serving_images == ["nvcr.io/nvidia/tritonserver:*"]
+    [target] = settings.policy.storage.s3
+    assert (
+        target.credentials_secret is not None and target.credentials_secret.name == "optimodel-s3"
+    )
+    assert settings.policy.caps_for("ml-sandbox").max_replicas == 2
+    assert settings.policy.caps_for("elsewhere").max_replicas is None
+    assert settings.serving.service_account_name == "triton"
+    assert settings.serving.network_policy.enabled
+    assert settings.serving.network_policy.metrics_scrapers[0]["namespaceSelector"]
 
 
 def test_budget_and_prometheus_values_reach_the_settings(rendered: dict[str, Rendered]) -> None:
@@ -507,6 +553,16 @@ def test_readme_set_flags_reach_the_settings(rendered: dict[str, Rendered]) -> N
     settings = rendered["readme-s3-prices"].settings()
     assert settings["artifactStore"] == {"s3": {"uri": "s3://my-bucket/optimodel"}}
     assert settings["gpuPrices"] == {"nvidia-l4": 0.65}
+
+
+def test_the_readme_policy_example_renders_the_policy_it_describes(chart: helm.Chart) -> None:
+    readme = (REPO / "README.md").read_text()
+    [flag] = re.findall(r"--set-json '(policy=[^']+)'", readme)
+    settings = OperatorSettings.model_validate(render(chart, helm.parse_set_json(flag)).settings())
+    policy = settings.policy
+    assert policy.serving_images == ["nvcr.io/nvidia/tritonserver:*"]
+    assert [target.bucket for target in policy.storage.s3] == ["team-*"]
+    assert policy.caps_for("ml-sandbox").gpu_types == ["nvidia-t4"]
 
 
 def test_metrics_port_is_consistent(rendered: dict[str, Rendered]) -> None:
@@ -625,6 +681,24 @@ SCHEMA_REJECTS: list[tuple[str, Values, str]] = [
         {"prometheus": {"dcgmPodLabel": "exported-pod"}},
         "/prometheus/dcgmPodLabel",
     ),
+    ("policy-unknown-key", {"policy": {"images": ["x"]}}, "additional properties 'images'"),
+    ("policy-image-pattern", {"policy": {"servingImages": "nvcr.io/*"}}, "/policy/servingImages"),
+    (
+        "policy-s3-without-bucket",
+        {"policy": {"storage": {"s3": [{"endpoint": "https://minio:9000"}]}}},
+        "/policy/storage/s3/0",
+    ),
+    (
+        "policy-cap-gpu-type",
+        {"policy": {"namespaceCaps": {"ml": {"gpuTypes": ["H100"]}}}},
+        "/policy/namespaceCaps/ml/gpuTypes/0",
+    ),
+    (
+        "network-peer-key",
+        {"serving": {"networkPolicy": {"clients": [{"pods": {}}]}}},
+        "/serving/networkPolicy/clients/0",
+    ),
+    ("size-limit-form", {"serving": {"volumes": {"tmp": "1 GB"}}}, "/serving/volumes/tmp"),
 ]
 
 

@@ -277,7 +277,8 @@ def test_new_build_switches_serving_after_success() -> None:
 def test_store_change_rebuilds_into_the_new_store() -> None:
     old = model(generation=1)
     moved = model(generation=2, storage={"s3": {"uri": "s3://bucket/models"}})
-    decision = decide_build(moved, served(old, 1), [], [], SETTINGS)
+    settings = OperatorSettings.model_validate({"policy": {"storage": {"s3": [{"bucket": "*"}]}}})
+    decision = decide_build(moved, served(old, 1), [], [], settings)
     assert decision.job_to_create is not None
     assert (
         decision.job_to_create["metadata"]["annotations"][naming.ARTIFACT]

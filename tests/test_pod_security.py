@@ -24,7 +24,7 @@ from optimodel.operator import api
 from optimodel.operator.artifacts import ArtifactStore
 from optimodel.operator.planning import decide_build
 from optimodel.operator.render import ModelRef, ServingInputs, render_children
-from optimodel.operator.settings import OperatorSettings
+from optimodel.operator.settings import AdminPolicy, OperatorSettings
 from tests.test_chart import CHART, VALUE_SETS, render
 
 K8S_VERSION = "1.30"
@@ -37,7 +37,18 @@ SIGNATURE = ModelSignature.model_validate(
     }
 )
 SOURCE = {"uri": "hf://sentence-transformers/all-MiniLM-L6-v2", "task": "feature-extraction"}
-S3 = {"s3": {"uri": "s3://ml-artifacts/optimodel", "credentialsSecret": {"name": "keys"}}}
+S3 = {"s3": {"uri": "s3://ml-artifacts/optimodel", "region": "eu-west-1"}}
+# The admin policy is not under test here: allow every choice, so every branch renders.
+ALLOW_ALL = AdminPolicy.model_validate(
+    {
+        "servingImages": ["*"],
+        "storage": {
+            "pvcClaims": ["*"],
+            "inputClaims": ["*"],
+            "s3": [{"bucket": "*", "credentialsSecret": {"name": "keys"}}],
+        },
+    }
+)
 
 # Specs that take every branch of the renderers: both store kinds (the default and a
 # per-model one), pvc:// inputs (extra volumes), CPU and GPU serving, both autoscalers, none.
@@ -50,6 +61,7 @@ SPECS: dict[str, Obj] = {
         "optimize": {"evalData": {"uri": "pvc://eval/texts.jsonl"}},
     },
     "cpu-keda": {"serving": {"gpu": {"count": 0}}, "autoscaling": {"engine": "keda"}},
+    "image-override": {"serving": {"image": "registry.team/triton:24.10"}},
     "fixed": {"autoscaling": {"enabled": False}, "replicas": 2},
 }
 # Settings beyond the chart's value sets: every optional pod feature turned on.
@@ -170,6 +182,7 @@ def operator_children(settings: OperatorSettings, spec: Obj) -> list[Obj]:
     """What the operator renders for `spec`: the build Job a reconcile creates, and the
     serving children once that build is served."""
     body = manifest(spec)
+    settings = settings.model_copy(update={"policy": ALLOW_ALL})
     decision = decide_build(body, api.OptimizedModelStatus(), [], [], settings)
     assert not decision.problems, decision.problems
     assert decision.job_to_create is not None and decision.spec is not None
