@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from tests.cluster import CONFIG_MAPS, DEPLOYMENTS, MODELS, SERVICES
+from tests.cluster import CONFIG_MAPS, DEPLOYMENTS, MODELS, SERVICES, wait_until
 from tests.test_operator_cluster import NS, Cluster, quiet_period
 
 pytestmark = pytest.mark.cluster
+LAST_HANDLED = "kopf.zalando.org/last-handled-configuration"
 
 
 def test_a_refused_spec_changes_nothing_and_names_the_rule(cluster: Cluster) -> None:
@@ -24,6 +25,12 @@ def test_a_refused_spec_changes_nothing_and_names_the_rule(cluster: Cluster) -> 
         assert "policy rule policy.servingImages" in ready["message"]
         built = cluster.wait_condition("minilm", "Built", "False", "PolicyViolation", generation=2)
         assert built["message"] == ready["message"]
+
+        def handled() -> bool:  # Kopf has recorded the spec it handled (its own patch)
+            annotations = cluster.http.model(NS, "minilm")["metadata"].get("annotations") or {}
+            return "attacker.example" in annotations.get(LAST_HANDLED, "")
+
+        wait_until(handled, what="Kopf's record of the handled spec")
         assert quiet_period(cluster, 2.5) == []  # resyncs write nothing
         after = cluster.http.get(DEPLOYMENTS, NS, "minilm")
         assert after is not None
