@@ -14,6 +14,7 @@ from typing import Annotated, Any
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from optimodel.model_builder import patterns
 from optimodel.model_builder.documents import (
     DocumentError,
     DocumentLimits,
@@ -56,7 +57,6 @@ ENV_OVERRIDES: Mapping[str, str] = {
 Resources = dict[str, dict[str, str]]
 _QUANTITY_PATTERN = r"^[0-9]+(\.[0-9]+)?(m|k|Ki|M|Mi|G|Gi|T|Ti)?$"
 _SIZE_PATTERN = r"^[0-9]+(\.[0-9]+)?(k|Ki|M|Mi|G|Gi|T|Ti)?$"
-_NAME_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 _LABEL_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]*$"
 
 
@@ -128,7 +128,7 @@ class BuildSettings(SpecModel):
     )
     service_account_name: str | None = Field(
         default=None,
-        pattern=_NAME_PATTERN,
+        pattern=patterns.KUBERNETES_NAME_PATTERN,
         max_length=253,
         description="ServiceAccount of build pods (e.g. for workload identity).",
     )
@@ -213,7 +213,7 @@ class ServingSettings(SpecModel):
     )
     service_account_name: str | None = Field(
         default=None,
-        pattern=_NAME_PATTERN,
+        pattern=patterns.KUBERNETES_NAME_PATTERN,
         max_length=253,
         description="ServiceAccount of Triton pods in the model's namespace (workload identity "
         "to an S3 store); unset: the namespace's default.",
@@ -331,7 +331,7 @@ class S3Target(SpecModel):
     )
     endpoint: str | None = Field(
         default=None,
-        pattern=r"^https?://[^\s/?#]+(/[^\s?#]*)?$",
+        pattern=patterns.ENDPOINT_PATTERN,
         description="The only endpoint requests to these buckets go to; unset: AWS S3. A spec "
         "naming another endpoint is refused.",
     )
