@@ -79,13 +79,13 @@ from optimodel.model_builder.report import (
     build_inputs_hash,
 )
 from optimodel.model_builder.repository import (
-    assemble_model_folder,
     file_hashes,
     publish_model_folder,
     staging_directory,
 )
+from optimodel.model_builder.served.artifact import assemble_served_repository
 from optimodel.model_builder.spec import BuildSpec, build_spec_problems
-from optimodel.model_builder.triton_config import ModelSignature, render_triton_config
+from optimodel.model_builder.triton_config import ModelSignature
 
 ProgressState = Literal["started", "advanced", "finished", "skipped"]
 SENSITIVITY_TEXTS = 64  # calibration texts used to rank MatMuls for keepFp32Nodes
@@ -492,13 +492,17 @@ def run_build(
             run.skip("benchmark", "benchmark disabled")
         report.steps = run.steps
 
-        config_text = render_triton_config(spec.name, signature, spec.serving)
-        folder = assemble_model_folder(
+        folder = assemble_served_repository(
             staging,
             spec.name,
+            task=spec.source.task,
+            signature=signature,
+            serving=spec.serving,
             model=artifact,
-            config_text=config_text,
             tokenizer=reference.loaded.tokenizer,
+            max_length=reference.max_length,
+            model_config=reference.loaded.config,
+            check_texts=reference.eval_set.texts,
         )
         report.hashes = file_hashes(folder)
         report.passed = True

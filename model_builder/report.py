@@ -1,12 +1,9 @@
 """The build report (`report.json`): the contract between the builder, the operator's status,
 local serving and the benchmarks. Every number in it is measured by the builder run.
 
-Artifact layout written by the builder (the folder is a Triton model repository):
-
-    OUT/<name>/config.pbtxt      rendered by render_triton_config (onnxruntime backend)
-    OUT/<name>/1/model.onnx      the optimized model
-    OUT/<name>/tokenizer/        tokenizer files of the source model
-    OUT/<name>/report.json       this report
+Artifact layout written by the builder: `OUT/<name>/` is a Triton model repository serving
+text (the ensemble `<name>`, its tokenizer step, the raw-tensor model `<name>-model`, the
+answer step), fixed in one place: `served/layout.py`. This report is `OUT/<name>/report.json`.
 """
 
 from __future__ import annotations
@@ -25,7 +22,6 @@ from optimodel.model_builder.triton_config import ModelSignature
 
 REPORT_FILE = "report.json"
 MODEL_FILE = "model.onnx"
-TOKENIZER_DIR = "tokenizer"
 CONFIG_FILE = "config.pbtxt"
 
 StepName = Literal["load", "prune", "recover", "export", "quantize", "evaluate", "benchmark"]

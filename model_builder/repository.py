@@ -1,4 +1,4 @@
-"""Write the Triton model repository atomically: build in a staging folder, then rename.
+"""Publish the served repository atomically: build in a staging folder, then rename.
 
 The staging folder lives inside the output folder (a rename is atomic only within one file
 system) and starts with a dot. A reader sees either the previous complete model folder or
@@ -31,15 +31,8 @@ from pathlib import Path
 from typing import IO, Any
 
 from optimodel.model_builder.errors import OutputFolderError
-from optimodel.model_builder.report import (
-    CONFIG_FILE,
-    MODEL_FILE,
-    REPORT_FILE,
-    TOKENIZER_DIR,
-    BuildReport,
-)
+from optimodel.model_builder.report import REPORT_FILE, BuildReport
 
-MODEL_VERSION = "1"
 STAGING_PREFIX = ".staging-"
 LOCK_FILE = ".lock"
 OWNER_FILE = ".owner"
@@ -185,19 +178,6 @@ def staging_directory(out_dir: Path, name: str) -> Iterator[Path]:
         if lock is not None:
             with contextlib.suppress(OSError):
                 lock.close()
-
-
-def assemble_model_folder(
-    staging: Path, name: str, *, model: Path, config_text: str, tokenizer: Any
-) -> Path:
-    """Lay out `<name>/config.pbtxt`, `<name>/1/model.onnx`, `<name>/tokenizer/` in staging."""
-    folder = staging / name
-    version = folder / MODEL_VERSION
-    version.mkdir(parents=True)
-    shutil.copyfile(model, version / MODEL_FILE)
-    (folder / CONFIG_FILE).write_text(config_text)
-    tokenizer.save_pretrained(str(folder / TOKENIZER_DIR))
-    return folder
 
 
 def file_hashes(folder: Path) -> dict[str, str]:

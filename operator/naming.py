@@ -37,6 +37,7 @@ AUTOSCALER = "autoscaler"
 BUILDER_CONTAINER = "build"
 TRITON_CONTAINER = "triton"
 CONFIG_FILE = "config.pbtxt"
+CONFIG_KEY_SUFFIX = "." + CONFIG_FILE
 
 HTTP_PORT = 8000
 GRPC_PORT = 8001
@@ -46,6 +47,11 @@ METRICS_PORT = 8002
 def build_job_name(model: str, generation: int) -> str:
     """The builder Job of the generation whose build inputs it builds."""
     return f"{model}-build-g{generation}"
+
+
+def config_key(triton_model: str) -> str:
+    """The ConfigMap key of one Triton model's config.pbtxt (`<model>.config.pbtxt`)."""
+    return triton_model + CONFIG_KEY_SUFFIX
 
 
 def deployment_name(model: str) -> str:

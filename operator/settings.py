@@ -23,6 +23,7 @@ from optimodel.model_builder.documents import (
     read_data_file,
 )
 from optimodel.model_builder.patterns import pattern_search
+from optimodel.model_builder.served.configs import DEFAULT_RESPONSE_CACHE_BYTES
 from optimodel.model_builder.spec import GPU_TYPE_PATTERN, SpecModel
 from optimodel.operator.api import PvcStorage, SecretKeyRef, Storage
 from optimodel.operator.autoscaling import DEFAULT_PROMETHEUS_ADDRESS, PrometheusSource
@@ -32,6 +33,8 @@ from optimodel.operator.cost import (
 )
 from optimodel.operator.hardware import CPU, HardwareCatalog
 
+# Built from images/triton.Dockerfile (the pinned NGC Triton 24.10 image + `tokenizers`).
+DEFAULT_TRITON_IMAGE = "ghcr.io/optimodel/optimodel-triton:0.1.0"
 SETTINGS_FILE_ENV = "OPTIMODEL_SETTINGS_FILE"
 DEFAULT_SETTINGS_FILE = Path("/etc/optimodel/settings.yaml")
 # The file is a ConfigMap key, and a ConfigMap holds at most 1 MiB.
@@ -224,6 +227,13 @@ class ServingSettings(SpecModel):
     )
     volumes: ServingVolumes = Field(default_factory=ServingVolumes)
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
+    response_cache_bytes: int = Field(
+        default=DEFAULT_RESPONSE_CACHE_BYTES,
+        ge=1 << 20,
+        le=1 << 40,
+        description="Size of Triton's local response cache (--cache-config local,size=...) "
+        "in pods of models with spec.serving.responseCache; it counts against the pod's memory.",
+    )
 
     @field_validator("resources", "fetch_resources")
     @classmethod
@@ -409,10 +419,11 @@ class OperatorSettings(SpecModel):
         description="Image running `python -m optimodel.model_builder`.",
     )
     triton_image: str = Field(
-        default="nvcr.io/nvidia/tritonserver:24.10-py3",
+        default=DEFAULT_TRITON_IMAGE,
         min_length=1,
-        description="Triton Inference Server image (onnxruntime backend); spec.serving.image "
-        "overrides it per model.",
+        description="Triton serving image: nvcr.io/nvidia/tritonserver:24.10-py3 plus the "
+        "tokenizer step's pinned packages (images/triton.Dockerfile); spec.serving.image "
+        "overrides it per model and must carry the same packages.",
     )
     s3_sync_image: str = Field(
         default="amazon/aws-cli:2.22.35",

@@ -161,6 +161,17 @@ def _concurrencies(text: str) -> tuple[int, ...]:
     return levels
 
 
+def _length_range(text: str) -> tuple[int, int]:
+    low, _, high = text.partition("-")
+    try:
+        bounds = (int(low), int(high or low))
+    except ValueError:
+        bounds = (0, 0)
+    if not 1 <= bounds[0] <= bounds[1]:
+        raise typer.BadParameter(f"{text!r}: give LOW-HIGH token counts, e.g. 5-120")
+    return bounds
+
+
 HttpPort = Annotated[int, typer.Option("--http-port", help="HTTP (KServe v2) port.")]
 GrpcPort = Annotated[int, typer.Option("--grpc-port", help="gRPC port.")]
 MetricsPort = Annotated[int, typer.Option("--metrics-port", help="Prometheus metrics port.")]
@@ -210,8 +221,11 @@ def loadtest(
     ] = "1,8,32,64",
     duration: Annotated[float, typer.Option(help="Seconds measured per level.")] = 5.0,
     tokens: Annotated[
-        int | None, typer.Option(help="Tokens per request (default: short real texts).")
+        int | None, typer.Option(help="Tokens per request (default: mixed, see --lengths).")
     ] = None,
+    lengths: Annotated[
+        str, typer.Option(help="Token lengths of the mixed texts, LOW-HIGH.")
+    ] = "5-120",
     compare_unbatched: Annotated[
         bool, typer.Option(help="Also measure a twin with dynamic batching off.")
     ] = True,
@@ -231,7 +245,10 @@ def loadtest(
     grpc_port: GrpcPort = 8001,
     metrics_port: MetricsPort = 8002,
 ) -> None:
-    """Concurrency sweep on the real Triton server: throughput, p50/p99, average batch."""
+    """Concurrency sweep on the real Triton server: throughput, p50/p99, average batch.
+
+    Sends texts to the text-in ensemble (`--model <name>-model`: token ids to the raw model).
+    """
     from optimodel.local.server import ServerPorts
     from optimodel.local.terminal import loadtest_and_show
 
@@ -252,9 +269,51 @@ def loadtest(
         json_path=json_out,
         console=console,
         err_console=err_console,
+        lengths=_length_range(lengths),
     )
     if code:
         raise typer.Exit(code)
+
+
+@app.command()
+def query(
+    target: Annotated[
+        str,
+        typer.Argument(
+            help="A built repository (OUT/<name>, served here for the query) or a running "
+            "server's URL: http://host:port or grpc://host:port."
+        ),
+    ],
+    texts: Annotated[list[str], typer.Argument(help="Texts to send (one request, one row each).")],
+    model: Annotated[
+        str | None, typer.Option(help="Text-in model name (default: the only one served).")
+    ] = None,
+    grpc: Annotated[
+        bool, typer.Option("--grpc", help="Query a built repository over gRPC (default HTTP).")
+    ] = False,
+) -> None:
+    """Send texts to the text-in model; print embedding shape and norm, or label and score.
+
+    Exit codes: 0 answered, 1 server failed or refused, 2 invalid repository or URL.
+    """
+    from rich.markup import escape
+
+    from optimodel.local.query import QueryError, describe_answers, query_target
+    from optimodel.local.terminal import report_startup_error
+
+    try:
+        name, outputs = query_target(target, texts, model, "grpc" if grpc else "http")
+    except ValueError as error:  # a bad URL, an invalid repository
+        err_console.print(f"[red]✗ {escape(str(error))}[/red]")
+        raise typer.Exit(2) from error
+    except QueryError as error:
+        err_console.print(f"[red]✗ query failed:[/red] {escape(str(error))}")
+        raise typer.Exit(1) from error
+    except (RuntimeError, OSError) as error:
+        raise typer.Exit(report_startup_error(error, err_console)) from error
+    console.print(f"[bold]{escape(name)}[/bold]: {len(texts)} text(s)")
+    for line in describe_answers(texts, outputs):
+        console.print(f"  {escape(line)}")
 
 
 @app.command()

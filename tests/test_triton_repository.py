@@ -4,7 +4,6 @@ the batching arithmetic of the python-backend model, metrics parsing, and input 
 from __future__ import annotations
 
 import socket
-from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
@@ -21,79 +20,107 @@ from optimodel.local.repository import (
 from optimodel.local.server import PortInUseError, ServerPorts, check_ports_free
 from optimodel.local.triton_model import pad_and_concatenate, split_outputs
 from optimodel.model_builder.report import BuildReport
-from optimodel.model_builder.spec import Serving
+from optimodel.model_builder.served.configs import render_served_configs
+from optimodel.model_builder.served.layout import ServedNames
+from optimodel.model_builder.spec import Gpu, Serving
 from optimodel.model_builder.triton_config import render_triton_config
-from tests.triton_models import tiny_signature
+from tests.triton_models import tiny_signature, write_built_repository
 
 
 def _built(tmp_path: Path, serving: Serving, *, passed: bool = True, onnx: bool = True) -> Path:
-    """A built model folder with a placeholder model.onnx (never loaded here)."""
-    model_dir = tmp_path / "out" / "tiny"
-    (model_dir / "1").mkdir(parents=True)
-    if onnx:
-        (model_dir / "1" / "model.onnx").write_bytes(b"onnx")
-    (model_dir / "config.pbtxt").write_text(render_triton_config("tiny", tiny_signature(), serving))
-    BuildReport(
-        name="tiny",
-        spec_hash="h",
-        passed=passed,
-        failure=None if passed else "cosine 0.91 below min 0.99",
-        source_uri="file:///tiny",
-        task="feature-extraction",
-        signature=tiny_signature(),
-        created_at=datetime.now(UTC),
-    ).write(model_dir / "report.json")
-    return model_dir
+    """A served repository with a placeholder model.onnx (never loaded here)."""
+    placeholder = tmp_path / "placeholder.onnx"
+    placeholder.write_bytes(b"onnx")
+    folder = write_built_repository(tmp_path / "out", "tiny", placeholder, serving)
+    if not onnx:
+        (folder / "tiny-model" / "1" / "model.onnx").unlink()
+    if not passed:
+        report = BuildReport.read(folder / "report.json")
+        report.passed, report.failure = False, "cosine 0.91 below min 0.99"
+        report.write(folder / "report.json")
+    return folder
 
 
 def test_local_repository_keeps_the_built_batching_and_instances(tmp_path: Path) -> None:
     serving = Serving(
+        gpu=Gpu(count=0),  # a CPU deployment: the cluster's configs equal the local ones
         max_batch_size=24,
         preferred_batch_sizes=[8, 24],
         max_queue_delay_microseconds=1500,
         instances=2,
+        response_cache=True,
     )
     built = _built(tmp_path, serving)
     models = derive_local_repository(
         find_built_models(built.parent), tmp_path / "local", with_unbatched=True
     )
 
+    local = tmp_path / "local"
     assert [m.name for m in models] == ["tiny", "tiny" + UNBATCHED_SUFFIX]
-    config = parse_config_text((tmp_path / "local" / "tiny" / "config.pbtxt").read_text())
+    assert sorted(p.name for p in local.iterdir()) == sorted(
+        ServedNames.of("tiny").all() + ServedNames.of("tiny" + UNBATCHED_SUFFIX).all()
+    )
+    config = parse_config_text((local / "tiny-model" / "config.pbtxt").read_text())
     assert config.backend == "python"
     assert config.max_batch_size == 24
     assert list(config.dynamic_batching.preferred_batch_size) == [8, 24]
     assert config.dynamic_batching.max_queue_delay_microseconds == 1500
     assert [(g.count, g.kind) for g in config.instance_group] == [(2, 2)]  # 2 = KIND_CPU
-    assert all(tensor.allow_ragged_batch for tensor in config.input)
+    # The cluster's onnxruntime backend batches only equal shapes: so does the local shim.
+    assert not any(tensor.allow_ragged_batch for tensor in config.input)
+    assert not config.response_cache.enable, "the cache sits on the ensemble only"
     assert config.parameters["onnx_file"].string_value == "model.onnx"
-    twin = parse_config_text(
-        (tmp_path / "local" / ("tiny" + UNBATCHED_SUFFIX) / "config.pbtxt").read_text()
-    )
+    twin = parse_config_text((local / "tiny-unbatched-model" / "config.pbtxt").read_text())
     assert not twin.HasField("dynamic_batching")
-    assert not any(tensor.allow_ragged_batch for tensor in twin.input)
-    # Served byte for byte as built: a link to the artifact, and the backend's model.py.
-    version = tmp_path / "local" / "tiny" / "1"
-    assert (version / "model.onnx").resolve() == (built / "1" / "model.onnx").resolve()
+    twin_ensemble = parse_config_text((local / "tiny-unbatched" / "config.pbtxt").read_text())
+    assert [step.model_name for step in twin_ensemble.ensemble_scheduling.step] == [
+        "tiny-unbatched-tokenize",
+        "tiny-unbatched-model",
+        "tiny-unbatched-postprocess",
+    ]
+    # Only the model step differs from what a cluster runs; the text steps are its configs.
+    cluster = render_served_configs("tiny", "feature-extraction", tiny_signature(), serving)
+    for name in ("tiny", "tiny-tokenize", "tiny-postprocess"):
+        assert (local / name / "config.pbtxt").read_text() == cluster[name]
+        assert (built / name / "config.pbtxt").read_text() == cluster[name]
+    # Served byte for byte as built: links to the artifact's files, and the shim's model.py.
+    version = local / "tiny-model" / "1"
+    assert (version / "model.onnx").resolve() == (built / "tiny-model" / "1" / "model.onnx")
     assert "class TritonPythonModel" in (version / "model.py").read_text()
+    for step in ("tiny-tokenize", "tiny-postprocess", "tiny-unbatched-tokenize"):
+        built_step = step.replace("-unbatched", "")
+        assert (local / step / "1").resolve() == (built / built_step / "1").resolve()
+    assert (local / "tiny" / "1").is_dir()
 
 
-def test_cluster_config_is_untouched_by_local_serving(tmp_path: Path) -> None:
+def test_cluster_configs_are_untouched_by_local_serving(tmp_path: Path) -> None:
     built = _built(tmp_path, Serving())
-    before = (built / "config.pbtxt").read_text()
+    before = {p: p.read_text() for p in built.glob("*/config.pbtxt")}
     derive_local_repository(find_built_models(built), tmp_path / "local")
-    assert (built / "config.pbtxt").read_text() == before
-    assert 'backend: "onnxruntime"' in before and "allow_ragged_batch" not in before
+    assert {p: p.read_text() for p in built.glob("*/config.pbtxt")} == before
+    model_step = before[built / "tiny-model" / "config.pbtxt"]
+    assert 'backend: "onnxruntime"' in model_step and "allow_ragged_batch" not in model_step
+
+
+def _old_layout(tmp_path: Path) -> Path:
+    folder = tmp_path / "out" / "tiny"
+    (folder / "1").mkdir(parents=True)
+    (folder / "1" / "model.onnx").write_bytes(b"onnx")
+    (folder / "config.pbtxt").write_text(
+        render_triton_config("tiny", tiny_signature(), Serving())
+    )
+    return folder
 
 
 @pytest.mark.parametrize(
     ("setup", "message"),
     [
         ("missing", "no such folder"),
-        ("empty", "no config.pbtxt"),
+        ("empty", "no served repository"),
         ("no-onnx", "model.onnx"),
         ("failed-build", "did not pass"),
         ("bad-config", "not a valid Triton config"),
+        ("old-layout", "older optimodel build"),
     ],
 )
 def test_invalid_repositories_say_what_to_fix(tmp_path: Path, setup: str, message: str) -> None:
@@ -106,11 +133,20 @@ def test_invalid_repositories_say_what_to_fix(tmp_path: Path, setup: str, messag
         target = _built(tmp_path, Serving(), passed=False)
     elif setup == "bad-config":
         target = _built(tmp_path, Serving())
-        (target / "config.pbtxt").write_text("max_batch_size: [oops")
+        (target / "tiny-model" / "config.pbtxt").write_text("max_batch_size: [oops")
+    elif setup == "old-layout":
+        target = _old_layout(tmp_path)
     with pytest.raises(InvalidRepositoryError, match=message) as raised:
         find_built_models(target)
     assert str(target) in str(raised.value)
     assert "build" in str(raised.value)  # every message points at (re)building
+
+
+def test_a_step_folder_finds_its_served_repository(tmp_path: Path) -> None:
+    built = _built(tmp_path, Serving(response_cache=True))
+    (model,) = find_built_models(built / "tiny-model")
+    assert model.directory == built and model.name == "tiny"
+    assert model.serving.response_cache and model.task == "feature-extraction"
 
 
 def test_pad_concatenate_split_round_trip() -> None:

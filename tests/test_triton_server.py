@@ -1,7 +1,9 @@
 """Against the real tritonserver 2.51 (nvidia-pytriton wheel), with real tritonclient.
 
 One server per module serves a tiny built repository (2-layer BERT, hidden 32, built from a
-config): the model as built (dynamic batching on) and its `-unbatched` twin.
+config): the text-in ensemble as built (dynamic batching on) and its `-unbatched` twin. Tests
+here call the raw-tensor model `tiny-model` with token ids; tests/test_triton_text.py covers
+the text path.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -47,6 +50,7 @@ from optimodel.local.server import (
     metrics_text,
     serve_built_repository,
 )
+from optimodel.model_builder.served.layout import ServedNames
 from optimodel.model_builder.spec import Serving
 from tests.triton_models import HIDDEN, export_tiny_bert, write_built_repository
 
@@ -95,7 +99,7 @@ def _payloads(lengths: list[int]) -> list[dict[str, Array]]:
 def _in_process(built: Path, payloads: list[dict[str, Array]]) -> list[Array]:
     import onnxruntime as ort
 
-    session = ort.InferenceSession(str(built / "1" / "model.onnx"))
+    session = ort.InferenceSession(str(built / "tiny-model" / "1" / "model.onnx"))
     return [np.asarray(session.run(["embeddings"], p)[0]) for p in payloads]
 
 
@@ -126,11 +130,8 @@ def _grpc_infer(url: str, model: str, payloads: list[dict[str, Array]]) -> list[
 
 def test_server_and_both_models_are_ready(running: LocalServer) -> None:
     base = f"http://{running.server.http_url}"
-    for path in (
-        "/v2/health/ready",
-        "/v2/models/tiny/ready",
-        f"/v2/models/tiny{UNBATCHED_SUFFIX}/ready",
-    ):
+    names = ServedNames.of("tiny").all() + ServedNames.of(f"tiny{UNBATCHED_SUFFIX}").all()
+    for path in ["/v2/health/ready", *(f"/v2/models/{name}/ready" for name in names)]:
         with urllib.request.urlopen(base + path, timeout=5) as response:
             assert response.status == 200
     metadata = _get_json(base + "/v2")
@@ -139,14 +140,15 @@ def test_server_and_both_models_are_ready(running: LocalServer) -> None:
 
 def test_config_endpoint_shows_the_batching_block(running: LocalServer) -> None:
     base = f"http://{running.server.http_url}/v2/models"
-    config = _get_json(f"{base}/tiny/config")
+    config = _get_json(f"{base}/tiny-model/config")
     assert config["backend"] == "python"
     assert config["max_batch_size"] == MAX_BATCH
     assert config["dynamic_batching"]["preferred_batch_size"] == [8, 16]
     assert int(config["dynamic_batching"]["max_queue_delay_microseconds"]) == QUEUE_DELAY_US
     assert config["instance_group"][0]["kind"] == "KIND_CPU"
-    assert [t["allow_ragged_batch"] for t in config["input"]] == [True, True]
-    twin = _get_json(f"{base}/tiny{UNBATCHED_SUFFIX}/config")
+    # As on the cluster's onnxruntime backend: only requests of equal shape batch.
+    assert [t["allow_ragged_batch"] for t in config["input"]] == [False, False]
+    twin = _get_json(f"{base}/tiny{UNBATCHED_SUFFIX}-model/config")
     assert "dynamic_batching" not in twin
     assert twin["max_batch_size"] == MAX_BATCH
 
@@ -167,7 +169,7 @@ def test_outputs_match_onnxruntime_over_http_and_grpc(running: LocalServer, buil
                     tensor = module.InferInput(name, list(array.shape), "INT64")
                     tensor.set_data_from_numpy(array)
                     inputs.append(tensor)
-                got = client.infer("tiny", inputs).as_numpy("embeddings")
+                got = client.infer("tiny-model", inputs).as_numpy("embeddings")
                 assert got.shape == (1, HIDDEN)
                 np.testing.assert_allclose(got, want, atol=1e-5, rtol=0)
     finally:
@@ -175,18 +177,17 @@ def test_outputs_match_onnxruntime_over_http_and_grpc(running: LocalServer, buil
         grpc.close()
 
 
-def test_concurrent_requests_of_mixed_lengths_are_batched_and_still_match(
+def test_concurrent_raw_requests_batch_by_shape_and_still_match(
     running: LocalServer, built: Path
 ) -> None:
-    payloads = _payloads([3, 9, 17, 4, 25, 11, 6, 30] * 8)
+    payloads = _payloads([3, 9, 17, 4, 25, 11, 6, 30] * 4 + [12] * 32)
     expected = _in_process(built, payloads)
-    before = inference_counters(metrics_text(running.server.metrics_url), "tiny")
-    got = _grpc_infer(running.server.grpc_url, "tiny", payloads)
-    after = inference_counters(metrics_text(running.server.metrics_url), "tiny")
-    # Padding is masked out: a padded batch gives each request its own answer (fp32 model).
+    before = inference_counters(metrics_text(running.server.metrics_url), "tiny-model")
+    got = _grpc_infer(running.server.grpc_url, "tiny-model", payloads)
+    after = inference_counters(metrics_text(running.server.metrics_url), "tiny-model")
     np.testing.assert_allclose(np.concatenate(got), np.concatenate(expected), atol=1e-5, rtol=0)
     assert after[0] - before[0] == len(payloads)
-    assert after[1] - before[1] < len(payloads)  # fewer executions than requests: batched
+    assert after[1] - before[1] < len(payloads)  # the 32 of equal length batched
 
 
 def test_metrics_show_batching_only_where_it_is_on(running: LocalServer, built: Path) -> None:
@@ -194,12 +195,12 @@ def test_metrics_show_batching_only_where_it_is_on(running: LocalServer, built: 
     payloads = fit_to_signature(synthetic_tokens(64, 16), model.signature)
     server = running.server
     batched = run_client_load(
-        server.grpc_url, "tiny", payloads, concurrency=32, duration_s=1.5, warmup_s=0.3,
+        server.grpc_url, "tiny-model", payloads, concurrency=32, duration_s=1.5, warmup_s=0.3,
         processes=1, metrics_url=server.metrics_url,
     )  # fmt: skip
     unbatched = run_client_load(
-        server.grpc_url, f"tiny{UNBATCHED_SUFFIX}", payloads, concurrency=32, duration_s=1.5,
-        warmup_s=0.3, processes=1, metrics_url=server.metrics_url,
+        server.grpc_url, f"tiny{UNBATCHED_SUFFIX}-model", payloads, concurrency=32,
+        duration_s=1.5, warmup_s=0.3, processes=1, metrics_url=server.metrics_url,
     )  # fmt: skip
     assert batched.errors == 0 and unbatched.errors == 0
     assert batched.requests > 50 and unbatched.requests > 50
@@ -214,7 +215,7 @@ def test_perf_analyzer_measures_the_served_model(running: LocalServer, built: Pa
     (model,) = find_built_models(built)
     payloads = fit_to_signature(synthetic_tokens(32, 8), model.signature)
     result = run_perf_analyzer(
-        perf_analyzer, running.server.grpc_url, "tiny", payloads, concurrency=16,
+        perf_analyzer, running.server.grpc_url, "tiny-model", payloads, concurrency=16,
         duration_s=1.0, metrics_url=running.server.metrics_url,
     )  # fmt: skip
     assert result.tool == "perf_analyzer"
@@ -303,14 +304,12 @@ def test_port_taken_by_a_running_server_is_reported(running: LocalServer, built:
 
 def test_a_model_that_fails_to_load_stops_startup_with_its_log(built: Path, tmp_path: Path) -> None:
     broken = tmp_path / "out" / "tiny"
-    (broken / "1").mkdir(parents=True)
-    (broken / "config.pbtxt").write_text((built / "config.pbtxt").read_text())
-    (broken / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    shutil.copytree(built, broken)
+    (broken / "tiny-model" / "1" / "model.onnx").unlink()
+    (broken / "tiny-model" / "1" / "model.onnx").write_bytes(b"not an onnx file")
+    failed = r"(?s)exited with code 1.*model 'tiny-model' failed to load: .*INVALID_PROTOBUF.*fix:"
     with (
-        pytest.raises(
-            ServerError,
-            match=r"(?s)exited with code 1.*model 'tiny' failed to load: .*INVALID_PROTOBUF.*fix:",
-        ),
+        pytest.raises(ServerError, match=failed),
         serve_built_repository(broken, ports=ServerPorts(*free_ports(3))),
     ):
         pass

@@ -16,8 +16,12 @@ from datetime import datetime
 from optimodel.operator import api, naming
 from optimodel.operator.artifacts import ArtifactStore
 from optimodel.operator.autoscaling import render_autoscaler
-from optimodel.operator.render.common import Manifest, ModelRef, content_hash
-from optimodel.operator.render.configmap import render_config_map, served_triton_config
+from optimodel.operator.render.common import Manifest, ModelRef
+from optimodel.operator.render.configmap import (
+    configs_hash,
+    render_config_map,
+    served_triton_configs,
+)
 from optimodel.operator.render.deployment import TritonDeploymentInputs, render_triton_deployment
 from optimodel.operator.render.job import BuildRequest, render_build_job
 from optimodel.operator.render.network_policy import render_network_policy
@@ -66,10 +70,13 @@ def render_children(inputs: ServingInputs) -> list[Manifest]:
     if inputs.build.signature is None:
         raise ValueError(
             f"status.build of {inputs.model.name} has no signature; the operator cannot render "
-            "config.pbtxt (rebuild the model)"
+            "its config.pbtxt files (rebuild the model)"
         )
-    config_text = served_triton_config(
-        inputs.model.name, inputs.build.signature, inputs.spec.serving
+    configs = served_triton_configs(
+        inputs.model.name,
+        inputs.spec.source.task,
+        inputs.build.signature,
+        inputs.spec.serving,
     )
     deployment = render_triton_deployment(
         TritonDeploymentInputs(
@@ -77,12 +84,12 @@ def render_children(inputs: ServingInputs) -> list[Manifest]:
             spec=inputs.spec,
             build=inputs.build,
             store=inputs.store,
-            config_hash=content_hash(config_text),
+            config_hash=configs_hash(configs),
             replicas=initial_replicas(inputs.spec),
         ),
         inputs.settings,
     )
-    children = [render_config_map(inputs.model, config_text), render_service(inputs.model)]
+    children = [render_config_map(inputs.model, configs), render_service(inputs.model)]
     policy = inputs.settings.serving.network_policy
     if policy.enabled:
         # Before the Deployment: no Triton pod ever runs without it.

@@ -1,8 +1,10 @@
 """The Triton Deployment serving one built artifact.
 
-An init container assembles the model repository in an emptyDir: the artifact's `1/` folder
-from the store (PVC copy, or `aws s3 sync`) plus config.pbtxt from the ConfigMap. Triton then
-serves it with the onnxruntime backend. The config hash and the artifact URI sit in the pod
+An init container assembles the model repository in an emptyDir: the artifact's whole served
+repository from the store (PVC copy, or `aws s3 sync`: the text-in ensemble, the tokenizer and
+answer steps, the raw-tensor model) plus every config.pbtxt from the ConfigMap. Triton then
+serves it: the model step on the onnxruntime backend, the text steps on the python backend of
+the serving image (images/triton.Dockerfile). The config hash and the artifact URI sit in the pod
 template, so a batching change or a new artifact rolls the pods; maxUnavailable 0 keeps the
 old version serving until new pods are ready.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from optimodel.model_builder.served.configs import response_cache_arguments
+from optimodel.model_builder.served.layout import ServedNames
 from optimodel.operator import api, naming
 from optimodel.operator.artifacts import ARTIFACTS_MOUNT, ArtifactStore, pvc_location
 from optimodel.operator.render.common import (
@@ -44,12 +48,30 @@ class TritonDeploymentInputs:
     replicas: int
 
 
+def served_models(inputs: TritonDeploymentInputs) -> list[str]:
+    """The Triton models of the served repository (the ensemble and its steps)."""
+    return ServedNames.of(inputs.model.name).all()
+
+
+def _install_configs(models: list[str]) -> str:
+    """Shell lines putting each model's config from the ConfigMap into the repository."""
+    return "; ".join(
+        f'mkdir -p "$MODELS/{model}/1"; '
+        f'cp "$CONFIGS/{naming.config_key(model)}" "$MODELS/{model}/{naming.CONFIG_FILE}"'
+        for model in models
+    )
+
+
 def _fetch_model(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[str, Any]:
-    """Init container copying the artifact's version folder and the served config."""
+    """Init container copying the whole served repository, then every config from the ConfigMap.
+
+    The artifact's `<name>/` folder is the served repository (served/layout.py): the text-in
+    ensemble, its tokenizer and answer steps with their files, and the raw-tensor model.
+    """
     name = inputs.model.name
-    target = f"{MODELS_MOUNT}/{name}"
     env: list[dict[str, Any]] = [
-        {"name": "MODEL_DIR", "value": target},
+        {"name": "MODELS", "value": MODELS_MOUNT},
+        {"name": "CONFIGS", "value": CONFIG_MOUNT},
         {"name": "HOME", "value": "/tmp"},
     ]
     mounts = [
@@ -57,23 +79,24 @@ def _fetch_model(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> 
         {"name": "triton-config", "mountPath": CONFIG_MOUNT, "readOnly": True},
         {"name": "tmp", "mountPath": "/tmp"},
     ]
-    finish = f'cp {CONFIG_MOUNT}/{naming.CONFIG_FILE} "$MODEL_DIR/{naming.CONFIG_FILE}"'
     if inputs.build.artifact.startswith("s3://"):
         assert inputs.store.s3 is not None
         image = settings.s3_sync_image
         env += [
-            {"name": "SOURCE", "value": f"{inputs.build.artifact}/{name}/1"},
+            {"name": "SOURCE", "value": f"{inputs.build.artifact}/{name}"},
             *s3_env(inputs.store.s3),
         ]
-        fetch = 'aws s3 sync "$SOURCE" "$MODEL_DIR/1" --only-show-errors'
+        fetch = 'aws s3 sync "$SOURCE" "$MODELS" --only-show-errors'
     else:
         _, path = pvc_location(inputs.build.artifact)
         # The platform's image, never spec.serving.image: this container mounts the claim.
         image = settings.triton_image
-        env.append({"name": "SOURCE", "value": f"{ARTIFACTS_MOUNT}/{path}/{name}/1"})
+        env.append({"name": "SOURCE", "value": f"{ARTIFACTS_MOUNT}/{path}/{name}"})
         mounts.append({"name": "artifacts", "mountPath": ARTIFACTS_MOUNT, "readOnly": True})
-        fetch = 'cp -R "$SOURCE" "$MODEL_DIR/1"'
-    script = f'set -eu; rm -rf "$MODEL_DIR"; mkdir -p "$MODEL_DIR"; {fetch}; {finish}'
+        fetch = 'cp -R "$SOURCE/." "$MODELS/"'
+    # A restarted init container finds the emptyDir as it left it: start from nothing.
+    clean = 'rm -rf "${MODELS:?}"/*'
+    script = f"set -eu; {clean}; {fetch}; {_install_configs(served_models(inputs))}"
     return {
         "name": "fetch-model",
         "image": image,
@@ -83,6 +106,13 @@ def _fetch_model(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> 
         "securityContext": restricted_container_security(),
         "volumeMounts": mounts,
     }
+
+
+def _response_cache_args(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> list[str]:
+    """`--cache-config` when the model enables its response cache (else the block is inert)."""
+    if not inputs.spec.serving.response_cache:
+        return []
+    return response_cache_arguments(settings.serving.response_cache_bytes)
 
 
 def _resources(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[str, Any]:
@@ -116,6 +146,7 @@ def _triton(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[
             f"--metrics-port={naming.METRICS_PORT}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=true",
+            *_response_cache_args(inputs, settings),
         ],
         # The root filesystem is read-only: whatever Triton writes goes to /tmp.
         "env": [{"name": "HOME", "value": "/tmp"}],

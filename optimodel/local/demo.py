@@ -2,9 +2,11 @@
 
 1. build the manifest's model (reused when `report.json` already matches the manifest);
 2. serve it on tritonserver, with a twin that has dynamic batching off;
-3. send real requests with tritonclient over HTTP and gRPC and check the answers against
-   onnxruntime in this process on the same model.onnx;
-4. a short concurrency sweep, batching on and off, measured by the server's own metrics;
+3. send texts with tritonclient over HTTP and gRPC to the text-in ensemble and check the
+   answers against the original pipeline in this process (its tokenizer, onnxruntime on
+   the same model.onnx, the same answer math);
+4. a short concurrency sweep of mixed-length texts (5-120 tokens), batching on and off,
+   with the model step's average batch from the server's own metrics;
 5. a table (throughput, p50/p99, average batch, cost per 1M inferences at the manifest's
    GPU price), a PNG plot and a JSON file of every number.
 """
@@ -28,15 +30,21 @@ from rich.markup import escape
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from optimodel.local.loadtest import LoadResult, LoadTarget, Payload
+from optimodel.local.loadtest import LoadResult, LoadTarget
+from optimodel.local.query import text_array
+from optimodel.local.reference import TextReference
 from optimodel.local.repository import UNBATCHED_SUFFIX, BuiltModel
 from optimodel.local.server import LocalServer, ServerPorts
+from optimodel.model_builder.served.layout import ServedNames
+from optimodel.model_builder.served.postprocess_model import EMBEDDINGS, LOGITS
+from optimodel.model_builder.served.tokenize_model import TEXT_INPUT
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
 # A request the server runs as it was sent (alone, or one client-side batch) is the same
 # computation as onnxruntime in-process on the same array: answers agree to float rounding.
 EXACT_ATOL = 1e-5
 CLIENT_BATCH = 8
+Array = npt.NDArray[Any]
 
 
 @dataclass(frozen=True)
@@ -85,45 +93,23 @@ def agreement(
     return Agreement(check, len(served), max_diff, min_cos, passed)
 
 
-def pad_batch(payloads: list[Payload]) -> Payload:
-    """One request holding every payload as a row, zero-padded to the longest."""
-    longest = max(next(iter(p.values())).shape[1] for p in payloads)
-    return {
-        name: np.concatenate(
-            [np.pad(p[name], [(0, 0), (0, longest - p[name].shape[1])]) for p in payloads]
-        )
-        for name in payloads[0]
-    }
+def main_output(model: BuiltModel) -> str:
+    """The answer compared: the embeddings, or a classifier's logits."""
+    return LOGITS if model.task == "text-classification" else EMBEDDINGS
 
 
-def in_process_outputs(model: BuiltModel, payloads: list[Payload]) -> list[npt.NDArray[Any]]:
-    """The first output of each request, run alone by onnxruntime in this process."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(model.onnx_path), providers=["CPUExecutionProvider"])
-    output = model.signature.outputs[0].name
-    return [np.asarray(session.run([output], payload)[0]) for payload in payloads]
-
-
-def query_http(url: str, model: BuiltModel, payloads: list[Payload]) -> list[npt.NDArray[Any]]:
-    """Each payload as one HTTP request with tritonclient.http (sequential)."""
+def query_http(url: str, model_name: str, output: str, texts: list[str]) -> list[Array]:
+    """Each text as one HTTP request with tritonclient.http (sequential)."""
     import tritonclient.http as httpclient
-    from tritonclient.utils import np_to_triton_dtype
 
-    output = model.signature.outputs[0].name
     client = httpclient.InferenceServerClient(url)
     try:
         answers = []
-        for payload in payloads:
-            inputs = []
-            for name, array in payload.items():
-                tensor = httpclient.InferInput(
-                    name, list(array.shape), np_to_triton_dtype(array.dtype)
-                )
-                tensor.set_data_from_numpy(array, binary_data=True)
-                inputs.append(tensor)
+        for text in texts:
+            tensor = httpclient.InferInput(TEXT_INPUT, [1, 1], "BYTES")
+            tensor.set_data_from_numpy(text_array([text]), binary_data=True)
             result = client.infer(
-                model.name, inputs, outputs=[httpclient.InferRequestedOutput(output)]
+                model_name, [tensor], outputs=[httpclient.InferRequestedOutput(output)]
             )
             answers.append(np.asarray(result.as_numpy(output)))
         return answers
@@ -132,31 +118,27 @@ def query_http(url: str, model: BuiltModel, payloads: list[Payload]) -> list[npt
 
 
 def query_grpc(
-    url: str, model_name: str, output: str, payloads: list[Payload], *, concurrent: bool
-) -> list[npt.NDArray[Any]]:
-    """Each payload as one gRPC request (tritonclient.grpc.aio); all at once if CONCURRENT."""
+    url: str, model_name: str, output: str, requests: list[list[str]], *, concurrent: bool
+) -> list[Array]:
+    """Each list of texts as one gRPC request (tritonclient.grpc.aio); all at once if
+    CONCURRENT."""
     import tritonclient.grpc as grpcclient
     import tritonclient.grpc.aio as grpcaio
-    from tritonclient.utils import np_to_triton_dtype
 
-    async def run() -> list[npt.NDArray[Any]]:
+    async def run() -> list[Array]:
         client = grpcaio.InferenceServerClient(url)
         try:
 
-            async def one(payload: Payload) -> npt.NDArray[Any]:
-                inputs = []
-                for name, array in payload.items():
-                    tensor = grpcclient.InferInput(
-                        name, list(array.shape), np_to_triton_dtype(array.dtype)
-                    )
-                    tensor.set_data_from_numpy(array)
-                    inputs.append(tensor)
-                result = await client.infer(model_name, inputs)
+            async def one(texts: list[str]) -> Array:
+                array = text_array(texts)
+                tensor = grpcclient.InferInput(TEXT_INPUT, list(array.shape), "BYTES")
+                tensor.set_data_from_numpy(array)
+                result = await client.infer(model_name, [tensor])
                 return np.asarray(result.as_numpy(output))
 
             if concurrent:
-                return list(await asyncio.gather(*(one(p) for p in payloads)))
-            return [await one(p) for p in payloads]
+                return list(await asyncio.gather(*(one(t) for t in requests)))
+            return [await one(t) for t in requests]
         finally:
             await client.close()
 
@@ -164,37 +146,41 @@ def query_grpc(
 
 
 def check_answers(
-    running: LocalServer, model: BuiltModel, payloads: list[Payload], batched_min_cosine: float
+    running: LocalServer, model: BuiltModel, texts: list[str], batched_min_cosine: float
 ) -> list[Agreement]:
-    """Served answers vs onnxruntime in this process on the same arrays.
+    """Served answers to texts vs the original pipeline in this process (`reference`).
 
-    Requests the server runs as sent must agree to float rounding. Concurrent requests are
-    merged by the dynamic batcher and padded; an int8-dynamic model then quantizes every
-    activation with one scale per batch, so each answer depends a little on its batch-mates:
-    those must stay within BATCHED_MIN_COSINE (the manifest's accuracy tolerance).
+    A text the server runs alone must agree to float rounding with the same text tokenized
+    and run alone here; a request of several rows with the same rows padded alike here.
+    Concurrent requests are merged by the batcher in length groups and padded; an
+    int8-dynamic model then quantizes every activation with one scale per batch, so each
+    answer depends a little on its batch-mates: those must stay within BATCHED_MIN_COSINE.
     """
     server = running.server
-    output = model.signature.outputs[0].name
-    local = in_process_outputs(model, payloads)
-    batch = pad_batch(payloads[:CLIENT_BATCH])
+    output = main_output(model)
+    reference = TextReference(model)
+    alone = [answer[output] for answer in reference.alone(texts)]
+    rows = texts[:CLIENT_BATCH]
     return [
         agreement(
-            "HTTP, one request at a time", query_http(server.http_url, model, payloads), local
+            "HTTP, one text at a time",
+            query_http(server.http_url, model.name, output, texts),
+            alone,
         ),
         agreement(
-            "gRPC, one request at a time",
-            query_grpc(server.grpc_url, model.name, output, payloads, concurrent=False),
-            local,
+            "gRPC, one text at a time",
+            query_grpc(server.grpc_url, model.name, output, [[t] for t in texts], concurrent=False),
+            alone,
         ),
         agreement(
-            f"gRPC, one request of {CLIENT_BATCH} padded rows",
-            query_grpc(server.grpc_url, model.name, output, [batch], concurrent=False),
-            in_process_outputs(model, [batch]),
+            f"gRPC, one request of {CLIENT_BATCH} texts",
+            query_grpc(server.grpc_url, model.name, output, [rows], concurrent=False),
+            [reference.answers(rows)[output]],
         ),
         agreement(
-            f"gRPC, {len(payloads)} at once (server batches; cosine >= {batched_min_cosine})",
-            query_grpc(server.grpc_url, model.name, output, payloads, concurrent=True),
-            local,
+            f"gRPC, {len(texts)} at once (server batches; cosine >= {batched_min_cosine})",
+            query_grpc(server.grpc_url, model.name, output, [[t] for t in texts], concurrent=True),
+            alone,
             batched_min_cosine,
         ),
     ]
@@ -264,9 +250,10 @@ def run_demo(options: DemoOptions, console: Console, err_console: Console) -> in
         replica_usd_per_hour,
         save_load_plot,
     )
-    from optimodel.local.loadtest import SAMPLE_TEXTS, fit_to_signature, sweep, tokenize
+    from optimodel.local.loadtest import sweep
     from optimodel.local.repository import read_built_model
     from optimodel.local.server import serve_built_repository
+    from optimodel.local.text_load import MIXED_LENGTHS, mixed_lengths, texts_of_lengths
     from optimodel.manifest import build_spec_from_manifest, print_problems
     from optimodel.operator.cost import parse_price_override
     from optimodel.operator.validation import ManifestError
@@ -284,8 +271,8 @@ def run_demo(options: DemoOptions, console: Console, err_console: Console) -> in
     if code:
         return code
     model = read_built_model(options.out / spec.name)
-    tokenizer_dir = model.directory / "tokenizer"
-    payloads = fit_to_signature(tokenize(tokenizer_dir, 64, None, SAMPLE_TEXTS), model.signature)
+    # Texts of 5-120 tokens, as clients send them: the text-in ensemble batches them.
+    workload = texts_of_lengths(model.tokenizer_dir, mixed_lengths(256, *MIXED_LENGTHS))
 
     console.rule("[bold]2/4 serve on Triton")
     with ExitStack() as stack:
@@ -304,13 +291,13 @@ def run_demo(options: DemoOptions, console: Console, err_console: Console) -> in
             tolerance = gate.worst_case_min if gate.worst_case_min is not None else gate.min
             if gate.metric != "cosine":
                 tolerance = 0.99
-            agreements = check_answers(running, model, payloads[:32], tolerance)
+            agreements = check_answers(running, model, workload.texts[:32], tolerance)
         console.print(agreement_table(agreements))
         if not all(a.passed for a in agreements):
             err_console.print("[red]✗ served answers differ from onnxruntime[/red]")
             return EXIT_FAILED
 
-        console.rule("[bold]4/4 load test: dynamic batching on vs off")
+        console.rule("[bold]4/4 load test through the text path: dynamic batching on vs off")
         perf_analyzer = find_perf_analyzer() if options.use_perf_analyzer else None
         models = [model.name, model.name + UNBATCHED_SUFFIX]
         levels = len(options.concurrencies) * len(models)
@@ -324,11 +311,13 @@ def run_demo(options: DemoOptions, console: Console, err_console: Console) -> in
             results = sweep(
                 LoadTarget(server.grpc_url, server.metrics_url),
                 models,
-                payloads,
+                workload.payloads(),
                 options.concurrencies,
                 duration_s=options.duration_s,
                 perf_analyzer=perf_analyzer,
                 on_result=advance,
+                token_lengths=workload.token_lengths,
+                batch_models={name: ServedNames.of(name).model for name in models},
             )
     if running.leftover_shm:
         err_console.print(

@@ -170,10 +170,16 @@ class LoadResult:
         return asdict(self)
 
 
-def _lengths(payloads: list[Payload]) -> tuple[int, bool]:
-    """(longest sequence, whether lengths differ) of the requests."""
-    lengths = {int(next(iter(p.values())).shape[1]) for p in payloads}
-    return max(lengths), len(lengths) > 1
+def _lengths(payloads: list[Payload], token_lengths: Sequence[int] | None) -> tuple[int, bool]:
+    """(longest sequence, whether lengths differ) of the requests.
+
+    Text requests carry no token count: their TOKEN_LENGTHS are passed in (see text_load).
+    """
+    if token_lengths:
+        counted = set(token_lengths)
+    else:
+        counted = {int(next(iter(p.values())).shape[1]) for p in payloads}
+    return max(counted), len(counted) > 1
 
 
 _METRIC_LINE = re.compile(r"^(nv_inference_count|nv_inference_exec_count)\{([^}]*)\}\s+(\S+)$")
@@ -365,6 +371,8 @@ def run_client_load(
     processes: int | None = None,
     metrics_url: str | None = None,
     max_requests: int = 1_000_000,
+    token_lengths: Sequence[int] | None = None,
+    batch_model: str | None = None,
 ) -> LoadResult:
     """Keep CONCURRENCY requests in flight for DURATION_S (after WARMUP_S) and measure."""
     if concurrency < 1:
@@ -382,9 +390,11 @@ def run_client_load(
     # The "before" scrape is taken when the window opens, while the clients run.
     scrapes: list[_Scrape] = []
 
+    counted = batch_model or model
+
     def window_opens(start_at: float) -> None:
         if metrics_url:
-            scrapes.append(_Scrape(metrics_url, model, start_at))
+            scrapes.append(_Scrape(metrics_url, counted, start_at))
 
     if processes == 1:
         import tritonclient.grpc.aio  # noqa: F401  (before the clock starts)
@@ -402,7 +412,7 @@ def run_client_load(
             timeout_s=duration_s + warmup_s + 120,
         )
     before = scrapes[0].result() if scrapes else None
-    after = inference_counters(metrics_text(metrics_url), model) if metrics_url else None
+    after = inference_counters(metrics_text(metrics_url), counted) if metrics_url else None
     latencies = np.array([x for r in results for x in r.latencies_ms])
     completed = sum(r.completed for r in results)
     errors = sum(r.errors for r in results)
@@ -410,7 +420,7 @@ def run_client_load(
         reason = next((r.first_error for r in results if r.first_error), "no request finished")
         raise RuntimeError(f"load test on {model!r} got no answers: {reason}")
     batch = int(next(iter(payloads[0].values())).shape[0])
-    sequence, mixed = _lengths(payloads)
+    sequence, mixed = _lengths(payloads, token_lengths)
     return LoadResult(
         model=model,
         tool="tritonclient-grpc-aio",
@@ -449,9 +459,14 @@ class _Scrape:
 
 def _perf_analyzer_input(payloads: list[Payload], path: Path) -> None:
     """perf_analyzer's --input-data JSON: one entry per batch-1 request, with shapes."""
+
+    def content(array: npt.NDArray[Any]) -> list[Any]:
+        values = array[0].reshape(-1).tolist()
+        return [v.decode() if isinstance(v, bytes) else v for v in values]
+
     data = [
         {
-            name: {"content": array[0].reshape(-1).tolist(), "shape": list(array.shape[1:])}
+            name: {"content": content(array), "shape": list(array.shape[1:])}
             for name, array in payload.items()
         }
         for payload in payloads
@@ -469,6 +484,8 @@ def run_perf_analyzer(
     batch_size: int = 1,
     duration_s: float = 5.0,
     metrics_url: str | None = None,
+    token_lengths: Sequence[int] | None = None,
+    batch_model: str | None = None,
 ) -> LoadResult:
     """One concurrency level measured by perf_analyzer (C++ client, gRPC, async)."""
     if any(next(iter(p.values())).shape[0] != 1 for p in payloads):
@@ -494,7 +511,8 @@ def run_perf_analyzer(
             "--percentile", "99",
             "-f", str(csv_path),
         ]  # fmt: skip
-        before = inference_counters(metrics_text(metrics_url), model) if metrics_url else None
+        counted = batch_model or model
+        before = inference_counters(metrics_text(metrics_url), counted) if metrics_url else None
         completed = subprocess.run(
             command,
             env=perf_analyzer.environment(),
@@ -503,7 +521,7 @@ def run_perf_analyzer(
             timeout=duration_s * 6 + 60,
             check=False,
         )
-        after = inference_counters(metrics_text(metrics_url), model) if metrics_url else None
+        after = inference_counters(metrics_text(metrics_url), counted) if metrics_url else None
         if completed.returncode != 0 or not csv_path.exists():
             raise RuntimeError(
                 f"perf_analyzer failed (exit {completed.returncode}): "
@@ -511,7 +529,7 @@ def run_perf_analyzer(
             )
         with csv_path.open() as handle:
             row = next(csv.DictReader(handle))
-    sequence, mixed = _lengths(payloads)
+    sequence, mixed = _lengths(payloads, token_lengths)
     throughput = float(row["Inferences/Second"])
     return LoadResult(
         model=model,
@@ -550,8 +568,14 @@ def measure(
     duration_s: float,
     perf_analyzer: PerfAnalyzer | None,
     client_processes: int | None = None,
+    token_lengths: Sequence[int] | None = None,
+    batch_model: str | None = None,
 ) -> LoadResult:
-    """One load level with perf_analyzer if given (batch-1 payloads), else tritonclient."""
+    """One load level with perf_analyzer if given (batch-1 payloads), else tritonclient.
+
+    BATCH_MODEL names the model whose batches are reported (the model step of an ensemble);
+    by default the loaded model itself.
+    """
     batch1 = all(next(iter(p.values())).shape[0] == 1 for p in payloads)
     if perf_analyzer is not None and batch1:
         return run_perf_analyzer(
@@ -562,6 +586,8 @@ def measure(
             concurrency=concurrency,
             duration_s=duration_s,
             metrics_url=target.metrics_url,
+            token_lengths=token_lengths,
+            batch_model=batch_model,
         )
     return run_client_load(
         target.grpc_url,
@@ -571,6 +597,8 @@ def measure(
         duration_s=duration_s,
         processes=client_processes,
         metrics_url=target.metrics_url,
+        token_lengths=token_lengths,
+        batch_model=batch_model,
     )
 
 
@@ -583,6 +611,8 @@ def sweep(
     duration_s: float,
     perf_analyzer: PerfAnalyzer | None,
     on_result: Callable[[LoadResult], None] | None = None,
+    token_lengths: Sequence[int] | None = None,
+    batch_models: dict[str, str] | None = None,
 ) -> list[LoadResult]:
     """Every concurrency level against every model, interleaving the models per level so a
     change in machine load hits them alike."""
@@ -596,6 +626,8 @@ def sweep(
                 concurrency=concurrency,
                 duration_s=duration_s,
                 perf_analyzer=perf_analyzer,
+                token_lengths=token_lengths,
+                batch_model=(batch_models or {}).get(model),
             )
             results.append(result)
             if on_result is not None:

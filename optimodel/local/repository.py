@@ -1,14 +1,18 @@
-"""Derive the local python-backend Triton repository from a built (onnxruntime) repository.
+"""Derive the local Triton repository from a built served repository.
 
-The builder writes a cluster repository: `config.pbtxt` for the onnxruntime backend and
-`1/model.onnx`. Locally the same `model.onnx` is served through the python-backend model in
-`triton_model.py`; its `config.pbtxt` is rendered by the same `render_triton_config` with
-`backend="python"`, from the serving settings read back out of the built config, so the
-dynamic batching and instance count tested locally are the ones a cluster runs.
+The builder writes the cluster's served repository (`served/layout.py`): the text-in ensemble,
+the tokenizer and answer steps (python backend, as in the cluster) and the raw-tensor model
+on the onnxruntime backend. The wheel's tritonserver has no onnxruntime backend, so locally
+only the model step changes: the same `model.onnx` runs in the python-backend shim
+(`triton_model.py`), configured by the same `render_triton_config` with the built batching
+and instances and nothing the cluster lacks (no ragged batching: requests batch only when
+their shapes are equal, as on the onnxruntime backend). Every other config is rendered by the
+same renderers as the cluster's and the steps' files are the built ones.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +21,15 @@ from typing import Any
 from pydantic import ValidationError
 
 from optimodel.local import triton_model
-from optimodel.model_builder.report import CONFIG_FILE, MODEL_FILE, REPORT_FILE, BuildReport
-from optimodel.model_builder.spec import Gpu, Serving
+from optimodel.model_builder.report import CONFIG_FILE, MODEL_FILE, BuildReport
+from optimodel.model_builder.served.configs import render_served_configs
+from optimodel.model_builder.served.layout import (
+    PYTHON_MODEL_FILE,
+    ServedNames,
+    ServedRepository,
+)
+from optimodel.model_builder.served.postprocess_model import LABEL
+from optimodel.model_builder.spec import Gpu, Serving, Task
 from optimodel.model_builder.triton_config import (
     ModelSignature,
     TensorSpec,
@@ -26,7 +37,7 @@ from optimodel.model_builder.triton_config import (
 )
 
 UNBATCHED_SUFFIX = "-unbatched"
-LOCAL_MODEL_FILE = "model.py"
+LOCAL_MODEL_FILE = PYTHON_MODEL_FILE
 
 
 class InvalidRepositoryError(ValueError):
@@ -35,25 +46,56 @@ class InvalidRepositoryError(ValueError):
 
 @dataclass(frozen=True)
 class BuiltModel:
-    """One model of a built repository, as read from its files."""
+    """One served text model of a built repository, as read from its files.
+
+    `name` is the name it is served under: the built one, or a variant's (`<name>-unbatched`,
+    a tuning configuration) over the same files in `layout`.
+    """
 
     name: str
-    directory: Path
-    onnx_path: Path
+    layout: ServedRepository
+    task: Task
     signature: ModelSignature
     serving: Serving
     warmup_sequence_length: int | None
     report: BuildReport | None
 
+    @property
+    def directory(self) -> Path:
+        """The served repository folder (OUT/<name>)."""
+        return self.layout.root
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.layout.onnx
+
+    @property
+    def tokenizer_dir(self) -> Path:
+        return self.layout.tokenizer_dir
+
+    @property
+    def names(self) -> ServedNames:
+        """The Triton names this model is served under."""
+        return ServedNames.of(self.name)
+
 
 @dataclass(frozen=True)
 class LocalModel:
-    """One model of the derived local repository."""
+    """One served text model of the derived local repository."""
 
     name: str
     source: BuiltModel
     dynamic_batching: bool
-    config_text: str
+    configs: dict[str, str]
+
+    @property
+    def names(self) -> ServedNames:
+        return ServedNames.of(self.name)
+
+    @property
+    def config_text(self) -> str:
+        """The model step's local config (python-backend shim)."""
+        return self.configs[self.names.model]
 
 
 def parse_config_text(text: str) -> Any:
@@ -82,82 +124,96 @@ def _tensor_specs(tensors: Any, data_type_name: Any) -> list[TensorSpec]:
     ]
 
 
+def _served_layout(directory: Path) -> ServedRepository:
+    """The served repository at DIRECTORY, or the one DIRECTORY is a model folder of."""
+    for candidate in (directory, directory.parent):
+        layout = ServedRepository.at(candidate)
+        if layout.is_served_layout():
+            return layout
+    if (directory / CONFIG_FILE).is_file() and (directory / "1" / MODEL_FILE).is_file():
+        raise InvalidRepositoryError(
+            f"{directory}: a raw-tensor model folder from an older optimodel build (no text-in "
+            f"ensemble); rebuild with `optimodel build` to get OUT/<name>/ with <name>, "
+            f"<name>-tokenize, <name>-model and <name>-postprocess"
+        )
+    raise InvalidRepositoryError(
+        f"{directory}: no served repository ({directory.name}/{CONFIG_FILE} and "
+        f"{directory.name}-model/{CONFIG_FILE}); pass the folder `optimodel build` wrote "
+        f"(OUT/<name>, or OUT holding such folders)"
+    )
+
+
+def _read_report(layout: ServedRepository) -> BuildReport | None:
+    if not layout.report.is_file():
+        return None
+    try:
+        report = BuildReport.read(layout.report)
+    except ValidationError as error:
+        raise InvalidRepositoryError(
+            f"{layout.report}: not a build report ({error.error_count()} errors); rebuild"
+        ) from error
+    if not report.passed:
+        raise InvalidRepositoryError(
+            f"{layout.report}: the build did not pass ({report.failure or 'no reason given'}); "
+            f"nothing to serve, fix spec.optimize and rebuild"
+        )
+    return report
+
+
 def read_built_model(directory: Path) -> BuiltModel:
-    """Read one built model folder (`config.pbtxt`, `<version>/model.onnx`, `report.json`)."""
+    """Read one served repository (OUT/<name>): its configs, model.onnx and report.json."""
     from tritonclient.grpc import model_config_pb2
 
-    config_path = directory / CONFIG_FILE
-    if not config_path.is_file():
+    layout = _served_layout(directory)
+    names = layout.names
+    model_config = _parse_config(layout.config(names.model))
+    ensemble_config = _parse_config(layout.config(names.ensemble))
+    if model_config.max_batch_size < 1:
         raise InvalidRepositoryError(
-            f"{directory}: no {CONFIG_FILE}; pass the folder `optimodel build` wrote "
-            f"(OUT/<name>, or OUT holding such folders)"
+            f"{layout.config(names.model)}: max_batch_size is {model_config.max_batch_size}; "
+            f"serving batches requests, set spec.serving.maxBatchSize >= 1 and rebuild"
         )
-    config = _parse_config(config_path)
-    name = config.name or directory.name
-    if config.max_batch_size < 1:
+    if not layout.onnx.is_file():
         raise InvalidRepositoryError(
-            f"{config_path}: max_batch_size is {config.max_batch_size}; local serving batches "
-            f"requests, set spec.serving.maxBatchSize >= 1 and rebuild"
+            f"{layout.root}: no {layout.onnx.relative_to(layout.root)}; the build did not "
+            f"finish, run `optimodel build` again"
         )
-    versions = sorted(
-        (int(p.name) for p in directory.iterdir() if p.is_dir() and p.name.isdigit()),
-        reverse=True,
-    )
-    onnx_path = next(
-        (
-            directory / str(v) / MODEL_FILE
-            for v in versions
-            if (directory / str(v) / MODEL_FILE).is_file()
-        ),
-        None,
-    )
-    if onnx_path is None:
-        raise InvalidRepositoryError(
-            f"{directory}: no <version>/{MODEL_FILE} (expected {directory / '1' / MODEL_FILE}); "
-            f"the build did not finish, run `optimodel build` again"
-        )
-    report: BuildReport | None = None
-    report_path = directory / REPORT_FILE
-    if report_path.is_file():
-        try:
-            report = BuildReport.read(report_path)
-        except ValidationError as error:
-            raise InvalidRepositoryError(
-                f"{report_path}: not a build report ({error.error_count()} errors); rebuild"
-            ) from error
-        if not report.passed:
-            raise InvalidRepositoryError(
-                f"{report_path}: the build did not pass ({report.failure or 'no reason given'}); "
-                f"nothing to serve, fix spec.optimize and rebuild"
-            )
+    report = _read_report(layout)
     data_type_name = model_config_pb2.DataType.Name
     signature = (
         report.signature
         if report is not None and report.signature is not None
         else ModelSignature(
-            inputs=_tensor_specs(config.input, data_type_name),
-            outputs=_tensor_specs(config.output, data_type_name),
+            inputs=_tensor_specs(model_config.input, data_type_name),
+            outputs=_tensor_specs(model_config.output, data_type_name),
         )
     )
-    batching = config.HasField("dynamic_batching")
+    outputs = {tensor.name for tensor in ensemble_config.output}
+    task: Task = "text-classification" if LABEL in outputs else "feature-extraction"
+    on_gpu = any(
+        group.kind == model_config_pb2.ModelInstanceGroup.Kind.KIND_GPU
+        for group in model_config.instance_group
+    )
+    batching = model_config.HasField("dynamic_batching")
     serving = Serving(
-        gpu=Gpu(count=0),
-        max_batch_size=config.max_batch_size,
+        # Configs carry only whether the model step runs on a GPU, not how many per replica.
+        gpu=Gpu(count=1 if on_gpu else 0),
+        max_batch_size=model_config.max_batch_size,
         dynamic_batching=batching,
-        preferred_batch_sizes=list(config.dynamic_batching.preferred_batch_size),
-        max_queue_delay_microseconds=config.dynamic_batching.max_queue_delay_microseconds,
-        instances=max(1, sum(group.count or 1 for group in config.instance_group)),
-        response_cache=config.response_cache.enable,
+        preferred_batch_sizes=list(model_config.dynamic_batching.preferred_batch_size),
+        max_queue_delay_microseconds=model_config.dynamic_batching.max_queue_delay_microseconds,
+        instances=max(1, sum(group.count or 1 for group in model_config.instance_group)),
+        response_cache=ensemble_config.response_cache.enable,
     )
     warmup: int | None = None
-    for sample in config.model_warmup:
+    for sample in model_config.model_warmup:
         for tensor in sample.inputs.values():
             if len(tensor.dims) >= 1:
                 warmup = int(tensor.dims[0])
     return BuiltModel(
-        name=name,
-        directory=directory,
-        onnx_path=onnx_path,
+        name=names.ensemble,
+        layout=layout,
+        task=task,
         signature=signature,
         serving=serving,
         warmup_sequence_length=warmup,
@@ -166,18 +222,35 @@ def read_built_model(directory: Path) -> BuiltModel:
 
 
 def find_built_models(path: Path) -> list[BuiltModel]:
-    """The models under PATH: a model folder itself, or a repository of model folders."""
+    """The models under PATH: a served repository itself, or a folder of served repositories."""
     if not path.exists():
         raise InvalidRepositoryError(f"{path}: no such folder; build first with `optimodel build`")
-    if (path / CONFIG_FILE).is_file():
+    if ServedRepository.at(path).is_served_layout() or (path / CONFIG_FILE).is_file():
         return [read_built_model(path)]
-    models = [read_built_model(p.parent) for p in sorted(path.glob(f"*/{CONFIG_FILE}"))]
-    if not models:
+    candidates = sorted(
+        p for p in path.iterdir() if p.is_dir() and ServedRepository.at(p).is_served_layout()
+    )
+    if not candidates:
+        if ServedRepository.at(path.parent).is_served_layout():
+            return [read_built_model(path)]
         raise InvalidRepositoryError(
-            f"{path}: no {CONFIG_FILE} in it or its subfolders; pass the output folder of "
+            f"{path}: no served repository in it or its subfolders; pass the output folder of "
             f"`optimodel build` (OUT or OUT/<name>)"
         )
-    return models
+    return [read_built_model(p) for p in candidates]
+
+
+def local_serving(model: BuiltModel, dynamic_batching: bool) -> Serving:
+    """MODEL's serving settings on this machine: CPU instances, batching as asked."""
+    return model.serving.model_copy(
+        update={
+            "gpu": Gpu(count=0),
+            "dynamic_batching": dynamic_batching,
+            "preferred_batch_sizes": model.serving.preferred_batch_sizes
+            if dynamic_batching
+            else [],
+        }
+    )
 
 
 def render_local_config(
@@ -188,25 +261,17 @@ def render_local_config(
     intra_op_threads: int = 0,
     allow_spinning: bool = False,
 ) -> str:
-    """The python-backend `config.pbtxt`: the built serving settings, CPU instances."""
-    serving = model.serving.model_copy(
-        update={
-            "dynamic_batching": dynamic_batching,
-            "preferred_batch_sizes": model.serving.preferred_batch_sizes
-            if dynamic_batching
-            else [],
-        }
-    )
+    """The model step's python-backend `config.pbtxt`: built serving settings, CPU instances.
+
+    NAME is the model step's Triton name (`<name>-model`).
+    """
     text = render_triton_config(
         name,
         model.signature,
-        serving,
+        local_serving(model, dynamic_batching).model_copy(update={"response_cache": False}),
         backend="python",
         instance_kind="KIND_CPU",
         warmup_sequence_length=model.warmup_sequence_length,
-        # Real texts differ in length and Triton batches only equal shapes: the python
-        # backend pads each batch to its longest request (see triton_model.py).
-        ragged_batch=dynamic_batching,
     )
     parameters = {
         triton_model.THREADS_PARAMETER: str(intra_op_threads),
@@ -224,6 +289,48 @@ def render_local_config(
     return text + f"parameters [\n{rows}\n]\n"
 
 
+def local_configs(
+    model: BuiltModel,
+    *,
+    dynamic_batching: bool,
+    intra_op_threads: int = 0,
+    allow_spinning: bool = False,
+) -> dict[str, str]:
+    """Every config of MODEL served here: the cluster's renderers, the shim for the model step."""
+    names = model.names
+    configs = render_served_configs(
+        model.name, model.task, model.signature, local_serving(model, dynamic_batching)
+    )
+    configs[names.model] = render_local_config(
+        model,
+        names.model,
+        dynamic_batching=dynamic_batching,
+        intra_op_threads=intra_op_threads,
+        allow_spinning=allow_spinning,
+    )
+    return configs
+
+
+def _write_model(destination: Path, model: BuiltModel, configs: dict[str, str]) -> None:
+    source, names = model.layout, model.names
+    built = source.names
+    for served, config_text in configs.items():
+        parse_config_text(config_text)  # fails loudly if rendering ever goes wrong
+        (destination / served).mkdir(parents=True)
+        (destination / served / CONFIG_FILE).write_text(config_text)
+    (destination / names.ensemble / "1").mkdir()
+    # Links, not copies: the steps' files and the artifact are served byte for byte as built.
+    for served, original in (
+        (names.tokenize, built.tokenize),
+        (names.postprocess, built.postprocess),
+    ):
+        (destination / served / "1").symlink_to(source.version(original).resolve())
+    version_dir = destination / names.model / "1"
+    version_dir.mkdir()
+    shutil.copyfile(Path(triton_model.__file__), version_dir / LOCAL_MODEL_FILE)
+    (version_dir / MODEL_FILE).symlink_to(source.onnx.resolve())
+
+
 def derive_local_repository(
     built: list[BuiltModel],
     destination: Path,
@@ -232,34 +339,27 @@ def derive_local_repository(
     intra_op_threads: int = 0,
     allow_spinning: bool = False,
 ) -> list[LocalModel]:
-    """Write the python-backend repository for BUILT into DESTINATION (replacing it).
+    """Write the local repository for BUILT into DESTINATION (replacing it).
 
-    With `with_unbatched`, every model that batches also gets a `<name>-unbatched` twin with
-    dynamic batching off, over the same model.onnx, for on/off comparisons in one server.
+    With `with_unbatched`, every model that batches also gets a `<name>-unbatched` twin of its
+    whole text path with dynamic batching off, over the same files, for on/off comparisons in
+    one server.
     """
     if destination.exists():
         shutil.rmtree(destination)
     destination.mkdir(parents=True)
-    model_source = Path(triton_model.__file__)
     local: list[LocalModel] = []
     for model in built:
-        variants = [(model.name, model.serving.dynamic_batching)]
+        variants = [(model, model.serving.dynamic_batching)]
         if with_unbatched and model.serving.dynamic_batching:
-            variants.append((model.name + UNBATCHED_SUFFIX, False))
-        for name, batching in variants:
-            text = render_local_config(
-                model,
-                name,
+            variants.append((dataclasses.replace(model, name=model.name + UNBATCHED_SUFFIX), False))
+        for variant, batching in variants:
+            configs = local_configs(
+                variant,
                 dynamic_batching=batching,
                 intra_op_threads=intra_op_threads,
                 allow_spinning=allow_spinning,
             )
-            parse_config_text(text)  # fails loudly if rendering ever goes wrong
-            version_dir = destination / name / "1"
-            version_dir.mkdir(parents=True)
-            (destination / name / CONFIG_FILE).write_text(text)
-            shutil.copyfile(model_source, version_dir / LOCAL_MODEL_FILE)
-            # A link, not a copy: the artifact is served byte for byte as built.
-            (version_dir / MODEL_FILE).symlink_to(model.onnx_path.resolve())
-            local.append(LocalModel(name, model, batching, text))
+            _write_model(destination, variant, configs)
+            local.append(LocalModel(variant.name, variant, batching, configs))
     return local

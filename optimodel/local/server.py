@@ -36,6 +36,10 @@ from pathlib import Path
 from optimodel.local import watchdog as lifeline
 from optimodel.local.installation import TritonInstallation, find_triton_installation
 from optimodel.local.repository import LocalModel, derive_local_repository, find_built_models
+from optimodel.model_builder.served.configs import (
+    DEFAULT_RESPONSE_CACHE_BYTES,
+    response_cache_arguments,
+)
 
 SHM_ROOT = Path("/dev/shm")
 LOCALHOST = "127.0.0.1"
@@ -157,6 +161,7 @@ class TritonServer:
     installation: TritonInstallation | None = None
     exit_timeout_s: int = 10
     cleanup_paths: list[Path] = field(default_factory=list)  # removed if we die unstopped
+    response_cache_bytes: int | None = None
     process: subprocess.Popen[bytes] | None = field(default=None, init=False)
     pid: int | None = field(default=None, init=False)
     shm_prefix: str = field(default="", init=False)
@@ -176,6 +181,11 @@ class TritonServer:
         return f"http://{self.host}:{self.ports.metrics}/metrics"
 
     def command(self, installation: TritonInstallation) -> list[str]:
+        cache = (
+            response_cache_arguments(self.response_cache_bytes)
+            if self.response_cache_bytes is not None
+            else []
+        )
         return [
             str(installation.server_binary),
             f"--model-repository={self.repository}",
@@ -192,6 +202,7 @@ class TritonServer:
             "--exit-on-error=true",
             f"--exit-timeout-secs={self.exit_timeout_s}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            *cache,
         ]
 
     def start(self, timeout_s: float = 120.0) -> None:
@@ -368,8 +379,13 @@ def serve_built_repository(
     allow_spinning: bool = False,
     workdir: Path | None = None,
     startup_timeout_s: float = 120.0,
+    response_cache_bytes: int = DEFAULT_RESPONSE_CACHE_BYTES,
 ) -> Iterator[LocalServer]:
-    """Derive the local repository of BUILT, serve it, and stop and clean up on exit."""
+    """Derive the local repository of BUILT, serve it, and stop and clean up on exit.
+
+    When a model enables its response cache, the server gets a local cache of
+    RESPONSE_CACHE_BYTES (as the cluster's pod does), else none.
+    """
     models = find_built_models(built)
     own_workdir = workdir is None
     root = Path(tempfile.mkdtemp(prefix="optimodel-serve-")) if workdir is None else workdir
@@ -382,10 +398,12 @@ def serve_built_repository(
             intra_op_threads=intra_op_threads,
             allow_spinning=allow_spinning,
         )
+        caching = any(model.source.serving.response_cache for model in local)
         server = TritonServer(
             root / "repository",
             ports or ServerPorts(),
             cleanup_paths=[root] if own_workdir else [],
+            response_cache_bytes=response_cache_bytes if caching else None,
         )
         try:
             server.start(startup_timeout_s)

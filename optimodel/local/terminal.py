@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.markup import escape
 
 from optimodel.local.installation import TritonNotInstalledError
-from optimodel.local.repository import InvalidRepositoryError
+from optimodel.local.repository import InvalidRepositoryError, LocalModel
 from optimodel.local.server import PortInUseError, ServerError, ServerPorts, log_tail
+from optimodel.local.text_load import MIXED_LENGTHS
 
 EXIT_OK, EXIT_FAILED, EXIT_INVALID, EXIT_PORT_TAKEN = 0, 1, 2, 3
 
@@ -51,6 +52,21 @@ def report_startup_error(error: Exception, err_console: Console) -> int:
         return EXIT_FAILED
     err_console.print(f"[red]✗ server failed:[/red] {escape(str(error))}")
     return EXIT_FAILED
+
+
+def served_model_line(model: LocalModel, http_url: str) -> str:
+    """How to call one served text model: its text path, its raw-tensor model, its settings."""
+    serving = model.source.serving
+    batching = "on" if model.dynamic_batching else "off"
+    cache = ", response cache on" if serving.response_cache else ""
+    request = '{"inputs":[{"name":"text","shape":[1,1],"datatype":"BYTES","data":["Hello"]}]}'
+    infer = f"http://{http_url}/v2/models/{model.name}/infer"
+    return (
+        f"  model    [bold]{model.name}[/bold] (text in; dynamic batching {batching}, max batch "
+        f"{serving.max_batch_size}, {serving.instances} instance(s){cache}):\n"
+        f"           curl -s {infer} -d '{escape(request)}'\n"
+        f"           raw token ids: {model.names.model}"
+    )
 
 
 def serve_until_stopped(
@@ -92,13 +108,7 @@ def serve_until_stopped(
             console.print(f"  gRPC     {server.grpc_url}")
             console.print(f"  metrics  {server.metrics_url}")
             for model in running.models:
-                batching = "on" if model.dynamic_batching else "off"
-                console.print(
-                    f"  model    [bold]{model.name}[/bold] (dynamic batching {batching}, "
-                    f"max batch {model.source.serving.max_batch_size}, "
-                    f"{model.source.serving.instances} instance(s)): "
-                    f"curl http://{server.http_url}/v2/models/{model.name}/config"
-                )
+                console.print(served_model_line(model, server.http_url))
             console.print(f"  log      {server.log_path}")
             console.print("Ctrl-C (or SIGTERM) stops the server.")
             while server.process is not None and server.process.poll() is None:
@@ -137,8 +147,14 @@ def loadtest_and_show(
     json_path: Path | None,
     console: Console,
     err_console: Console,
+    lengths: tuple[int, int] = MIXED_LENGTHS,
 ) -> int:
-    """Concurrency sweep against REPOSITORY served here (or an already running server)."""
+    """Concurrency sweep against REPOSITORY served here (or an already running server).
+
+    Texts go to the text-in ensemble (mixed LENGTHS in tokens, or SEQUENCE_LENGTH each) and
+    the average batch is the model step's; `--model <name>-model` loads the raw-tensor model
+    with token ids instead.
+    """
     import json
 
     from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
@@ -150,33 +166,40 @@ def loadtest_and_show(
         LoadTarget,
         fit_to_signature,
         sweep,
-        synthetic_tokens,
         tokenize,
     )
     from optimodel.local.repository import UNBATCHED_SUFFIX, find_built_models
     from optimodel.local.server import serve_built_repository
+    from optimodel.local.text_load import mixed_lengths, texts_of_lengths
+    from optimodel.model_builder.served.layout import MODEL_SUFFIX, ServedNames
 
     try:
         built = find_built_models(repository)
     except InvalidRepositoryError as error:
         return report_startup_error(error, err_console)
+    raw = model_name is not None and model_name.endswith(MODEL_SUFFIX)
     if model_name is not None:
-        matches = [m for m in built if m.name == model_name.removesuffix(UNBATCHED_SUFFIX)]
+        base = model_name.removesuffix(MODEL_SUFFIX) if raw else model_name
+        matches = [m for m in built if m.name == base.removesuffix(UNBATCHED_SUFFIX)]
         if not matches:
             err_console.print(
                 f"[red]✗ --model {escape(model_name)}[/red] is not in {escape(str(repository))}: "
-                f"use one of {[m.name for m in built]}"
+                f"use one of {[m.name for m in built]} (text) or "
+                f"{[m.names.model for m in built]} (token ids)"
             )
             return EXIT_INVALID
         model = matches[0]
     else:
         model = built[0]
-    tokenizer_dir = model.directory / "tokenizer"
-    if tokenizer_dir.is_dir():
-        payloads = tokenize(tokenizer_dir, 256, sequence_length)
+    if raw:
+        payloads = fit_to_signature(
+            tokenize(model.tokenizer_dir, 256, sequence_length), model.signature
+        )
+        token_lengths = None
     else:
-        payloads = synthetic_tokens(256, sequence_length or 16)
-    payloads = fit_to_signature(payloads, model.signature)
+        wanted = [sequence_length] * 256 if sequence_length else mixed_lengths(256, *lengths)
+        workload = texts_of_lengths(model.tokenizer_dir, wanted)
+        payloads, token_lengths = workload.payloads(), workload.token_lengths
     perf_analyzer = None
     if tool in ("auto", "perf_analyzer"):
         perf_analyzer = find_perf_analyzer()
@@ -189,6 +212,7 @@ def loadtest_and_show(
     models = [model_name or model.name]
     if compare_unbatched and model.serving.dynamic_batching and model_name is None:
         models.append(model.name + UNBATCHED_SUFFIX)
+    batch_models = {name: ServedNames.of(name).model for name in models if not raw}
     columns = (SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn())
     results: list[LoadResult] = []
 
@@ -208,6 +232,8 @@ def loadtest_and_show(
                     duration_s=duration_s,
                     perf_analyzer=perf_analyzer,
                     on_result=lambda _: progress.advance(task),
+                    token_lengths=token_lengths,
+                    batch_models=batch_models,
                 )
             )
 

@@ -1,11 +1,13 @@
 """The python-backend model that serves a built `model.onnx` with onnxruntime inside Triton.
 
 The tritonserver in the nvidia-pytriton wheel has only the python backend, so local serving
-copies this file as `<model>/1/model.py` beside (a link to) the built `model.onnx`. Triton's
-dynamic batcher hands `execute` every request of a batch at once; they run as ONE
-onnxruntime call: inputs are padded to the longest sequence, concatenated, run, and the
-outputs split back per request. Padding is with zeros, which for the attention mask means
-"ignore this position", so results equal running each request alone (to float rounding).
+copies this file as `<name>-model/1/model.py` beside (a link to) the built `model.onnx`: the
+model step of the text-in ensemble, and the raw-tensor model clients may call directly.
+Triton's dynamic batcher hands `execute` every request of a batch at once; they run as ONE
+onnxruntime call: inputs are concatenated, run, and the outputs split back per request. As on
+the cluster's onnxruntime backend, the batcher merges only requests of equal shape (no ragged
+batching here), so the zero-padding below only matters to callers of these functions; zeros
+in the attention mask mean "ignore this position", so results equal each request alone.
 
 A bad request fails alone: each is checked before batching (inputs present, 2-D, one shape,
 ids inside the vocabulary, no longer than the model's positions: the limits the builder

@@ -1,11 +1,11 @@
 """Serving sweep on the real Triton server, and the tuner built on it.
 
 `run_serving_sweep` serves one built model under several batching configurations at once
-(one python-backend model per configuration, over the same model.onnx) and loads each at
+(one text-in ensemble per configuration, over the same files) and sends each texts at
 increasing concurrency; at every level the configurations take turns, so drift of a shared
 machine hits them alike. `tune_artifact` feeds the sweep to the pure
 `choose_serving_config` (the in-loop Model Analyzer) and records the choice in the build's
-report.json, optionally rewriting the artifact's config.pbtxt to match.
+report.json, optionally rewriting the artifact's configs to match.
 """
 
 from __future__ import annotations
@@ -23,19 +23,18 @@ from optimodel.local.installation import find_perf_analyzer
 from optimodel.local.loadtest import (
     LoadResult,
     Payload,
-    fit_to_signature,
     run_client_load,
     run_perf_analyzer,
-    tokenize,
 )
 from optimodel.local.repository import (
     BuiltModel,
     derive_local_repository,
     find_built_models,
-    parse_config_text,
 )
 from optimodel.local.server import ServerPorts, TritonServer, free_ports
-from optimodel.model_builder.report import CONFIG_FILE, REPORT_FILE, BuildReport
+from optimodel.local.text_load import texts_of_lengths
+from optimodel.model_builder.report import BuildReport
+from optimodel.model_builder.served.configs import render_served_configs
 from optimodel.model_builder.serving_choice import (
     DEFAULT_CONCURRENCY,
     DEFAULT_CONFIGS,
@@ -44,7 +43,6 @@ from optimodel.model_builder.serving_choice import (
     SweepPoint,
     choose_serving_config,
 )
-from optimodel.model_builder.triton_config import render_triton_config
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -108,12 +106,11 @@ def run_serving_sweep(
     if passes < 1:
         raise ValueError(f"passes must be >= 1, got {passes}")
     model = find_built_models(artifact)[0]
-    tokenizer_dir = model.directory / "tokenizer"
-    if not tokenizer_dir.is_dir():
-        raise FileNotFoundError(f"{tokenizer_dir}: the sweep sends real tokens; rebuild")
-    payloads: list[Payload] = fit_to_signature(
-        tokenize(tokenizer_dir, 256, sequence_length), model.signature
-    )
+    if not model.tokenizer_dir.is_dir():
+        raise FileNotFoundError(f"{model.tokenizer_dir}: the sweep sends real text; rebuild")
+    # Texts of SEQUENCE_LENGTH tokens through the text-in ensemble, as clients send them.
+    workload = texts_of_lengths(model.tokenizer_dir, [sequence_length] * 256)
+    payloads: list[Payload] = workload.payloads()
     perf_analyzer = find_perf_analyzer() if tool != "tritonclient" else None
     if tool == "perf_analyzer" and perf_analyzer is None:
         raise FileNotFoundError("perf_analyzer not found: pip install tritonclient==2.51.0")
@@ -140,8 +137,9 @@ def run_serving_sweep(
                             progress(done, total, f"{config.label}, concurrency {level}")
                         result = _measure(
                             server,
-                            variants[config].name,
+                            variants[config],
                             payloads,
+                            workload.token_lengths,
                             level,
                             duration_s,
                             perf_analyzer is not None,
@@ -188,39 +186,46 @@ def _point(config: ServingConfig, result: LoadResult) -> SweepPoint:
 
 def _measure(
     server: TritonServer,
-    name: str,
+    variant: BuiltModel,
     payloads: list[Payload],
+    token_lengths: list[int],
     concurrency: int,
     duration_s: float,
     use_perf_analyzer: bool,
 ) -> LoadResult:
+    """One point: texts to the variant's ensemble, batches counted on its model step."""
+    names = variant.names
     if use_perf_analyzer:
         perf_analyzer = find_perf_analyzer()
         assert perf_analyzer is not None
         return run_perf_analyzer(
             perf_analyzer,
             server.grpc_url,
-            name,
+            names.ensemble,
             payloads,
             concurrency=concurrency,
             duration_s=duration_s,
             metrics_url=server.metrics_url,
+            token_lengths=token_lengths,
+            batch_model=names.model,
         )
     return run_client_load(
         server.grpc_url,
-        name,
+        names.ensemble,
         payloads,
         concurrency=concurrency,
         duration_s=duration_s,
         warmup_s=0.5,
         metrics_url=server.metrics_url,
+        token_lengths=token_lengths,
+        batch_model=names.model,
     )
 
 
 def apply_serving_choice(artifact: Path, choice: ServingChoice, *, rewrite_config: bool) -> Path:
-    """Record CHOICE in the artifact's report.json (and its config.pbtxt if asked)."""
+    """Record CHOICE in the artifact's report.json (and its configs if asked)."""
     model = find_built_models(artifact)[0]
-    report_path = model.directory / REPORT_FILE
+    report_path = model.layout.report
     report = BuildReport.read(report_path)
     report.serving_choice = choice
     report.write(report_path)
@@ -230,25 +235,16 @@ def apply_serving_choice(artifact: Path, choice: ServingChoice, *, rewrite_confi
 
 
 def _rewrite_batching(model: BuiltModel, config: ServingConfig) -> None:
-    """Re-render the built config.pbtxt with CONFIG's batching and instances.
+    """Re-render every config of the served repository with CONFIG's batching and instances.
 
-    Through render_triton_config, like every config.pbtxt; only the instance kind (GPU or
-    CPU), which the read-back serving settings do not carry, is kept from the file.
+    Through the same renderers as the builder and the operator; whether the model step runs
+    on a GPU is kept from the built config (read back into `model.serving.gpu`).
     """
-    from tritonclient.grpc import model_config_pb2
-
-    config_path = model.directory / CONFIG_FILE
-    groups = parse_config_text(config_path.read_text()).instance_group
-    kind = model_config_pb2.ModelInstanceGroup.Kind.Name(groups[0].kind) if groups else None
-    config_path.write_text(
-        render_triton_config(
-            model.name,
-            model.signature,
-            configured_variant(model, config).serving,
-            instance_kind=kind,
-            warmup_sequence_length=model.warmup_sequence_length,
-        )
+    configs = render_served_configs(
+        model.name, model.task, model.signature, configured_variant(model, config).serving
     )
+    for name, text in configs.items():
+        model.layout.config(name).write_text(text)
 
 
 def tune_artifact(
@@ -318,7 +314,7 @@ def tune_and_show(
     console.print(f"[{colour}]{choice.reason}[/{colour}]")
     console.print(
         f"recorded in {report_path} (servingChoice)"
-        + ("; config.pbtxt rewritten" if rewrite_config else "")
+        + ("; every config.pbtxt rewritten" if rewrite_config else "")
     )
     batching = choice.config
     console.print(
