@@ -51,7 +51,8 @@ from optimodel.model_builder.load import load_model
 from optimodel.model_builder.modeling import TaskModel, torch_outputs
 from optimodel.model_builder.pipeline import run_build
 from optimodel.model_builder.quantize import model_size_bytes, quantize_int8_dynamic
-from optimodel.model_builder.report import MODEL_FILE, REPORT_FILE, BuildReport
+from optimodel.model_builder.report import REPORT_FILE, BuildReport
+from optimodel.model_builder.served.layout import ServedRepository
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "builder_speedup.json"
@@ -138,7 +139,7 @@ def main() -> int:
         full = benchmark_batch(
             loaded.tokenizer, texts, settings.batch_size, settings.sequence_length
         )
-        artifact = folder / "1" / MODEL_FILE
+        artifact = ServedRepository.at(folder).onnx
         fused = Path(scratch) / "fused-int8.onnx"
         config = loaded.config
         _fused_int8(fp32, fused, int(config.hidden_size), int(config.num_attention_heads))

@@ -1,8 +1,9 @@
 """Where built artifacts live: the store (PVC or S3) and the versioned path of each build.
 
-Layout: `<store>/<namespace>/<name>/g<generation>/<name>/{config.pbtxt,1/model.onnx,...}`;
-the `g<generation>` folder is a Triton model repository. A new build never overwrites the
-folder being served, so the previous version keeps serving until the new one passes its gate.
+Layout: `<store>/<namespace>/<name>/g<generation>/<name>/`, the served repository of the
+build (a Triton model repository: the text-in ensemble and its steps, model_builder/served).
+A new build never overwrites the folder being served, so the previous version keeps serving
+until the new one passes its gate.
 """
 
 from __future__ import annotations

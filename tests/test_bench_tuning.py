@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -17,34 +16,15 @@ from optimodel.local.tuning import (
 from optimodel.model_builder.report import BuildReport
 from optimodel.model_builder.serving_choice import ServingChoice, ServingConfig, SweepPoint
 from optimodel.model_builder.spec import Serving
-from optimodel.model_builder.triton_config import (
-    ModelSignature,
-    TensorSpec,
-    render_triton_config,
-)
-
-SIGNATURE = ModelSignature(
-    inputs=[TensorSpec(name="input_ids", data_type="TYPE_INT64", dims=[-1])],
-    outputs=[TensorSpec(name="embeddings", data_type="TYPE_FP32", dims=[8])],
-)
+from tests.triton_models import write_built_repository
 
 
 def built_folder(root: Path) -> Path:
-    folder = root / "m"
-    (folder / "1").mkdir(parents=True)
-    (folder / "1" / "model.onnx").write_bytes(b"not read by this test")
+    """A served repository `m` (placeholder model.onnx, never loaded here)."""
+    placeholder = root / "placeholder.onnx"
+    placeholder.write_bytes(b"not read by this test")
     serving = Serving(max_batch_size=16, max_queue_delay_microseconds=100, instances=1)
-    (folder / "config.pbtxt").write_text(render_triton_config("m", SIGNATURE, serving))
-    BuildReport(
-        name="m",
-        spec_hash="h",
-        passed=True,
-        source_uri="hf://x/y",
-        task="feature-extraction",
-        signature=SIGNATURE,
-        created_at=datetime(2025, 1, 1, tzinfo=UTC),
-    ).write(folder / "report.json")
-    return folder
+    return write_built_repository(root / "out", "m", placeholder, serving)
 
 
 def choice(config: ServingConfig) -> ServingChoice:
@@ -106,7 +86,11 @@ def test_choice_is_recorded_and_optionally_applied(
     else:
         assert (served.dynamic_batching, served.instances) == (True, 1)
     assert served.max_batch_size == 16
-    assert 'backend: "onnxruntime"' in (folder / "config.pbtxt").read_text()
+    model_step = (folder / "m-model" / "config.pbtxt").read_text()
+    assert 'backend: "onnxruntime"' in model_step and "KIND_GPU" in model_step  # kept as built
+    # Every step of the text path follows the choice, not only the model step.
+    tokenize = (folder / "m-tokenize" / "config.pbtxt").read_text()
+    assert ("dynamic_batching" in tokenize) == (config.dynamic_batching or not rewrite)
 
 
 def sweep_point(throughput: float, p99: float, errors: int = 0) -> SweepPoint:

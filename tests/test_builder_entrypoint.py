@@ -72,7 +72,7 @@ def test_job_builds_from_a_spec_file(tmp_path: Path, monkeypatch: pytest.MonkeyP
     code = main(["--spec", str(spec_file), "--out", str(tmp_path / "out"), "--no-benchmark"])
 
     assert code == 0
-    assert (tmp_path / "out" / "tiny" / "1" / "model.onnx").is_file()
+    assert (tmp_path / "out" / "tiny" / "tiny-model" / "1" / "model.onnx").is_file()
     message = _termination(log)
     assert message.reason == "Built" and message.report is not None
     assert message.report.size_bytes < message.report.original_size_bytes
@@ -227,7 +227,7 @@ def test_cli_build_shows_results_and_publishes(tmp_path: Path) -> None:
     assert "original vs optimized" in result.output
     assert "Loading weights" not in result.output  # one progress display, the builder's
     assert "passed" in result.output and "FAILED" not in result.output
-    assert (tmp_path / "out" / "tiny" / "config.pbtxt").is_file()
+    assert (tmp_path / "out" / "tiny" / "tiny" / "config.pbtxt").is_file()
 
 
 def test_cli_build_exit_codes(tmp_path: Path) -> None:

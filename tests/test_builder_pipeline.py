@@ -63,14 +63,26 @@ def test_build_publishes_a_triton_model_folder(tmp_path: Path) -> None:
 
     folder = tmp_path / "tiny"
     assert _entries(tmp_path) == ["tiny"], "no staging folder is left behind"
-    assert (folder / "1" / "model.onnx").is_file()
-    assert (folder / "tokenizer" / "tokenizer.json").is_file()
-    config = (folder / "config.pbtxt").read_text()
-    assert 'name: "tiny"' in config and 'backend: "onnxruntime"' in config
+    # The served repository: text-in ensemble, its two python steps, the raw-tensor model.
+    assert _entries(folder) == [
+        "report.json", "tiny", "tiny-model", "tiny-postprocess", "tiny-tokenize",
+    ]  # fmt: skip
+    assert (folder / "tiny-model" / "1" / "model.onnx").is_file()
+    assert (folder / "tiny-tokenize" / "1" / "tokenizer" / "tokenizer.json").is_file()
+    assert json.loads((folder / "tiny-tokenize" / "1" / "tokenize.json").read_text()) == {
+        "max_length": 128, "pad_id": 0, "pad_type_id": 0, "truncation_side": "right",
+    }  # fmt: skip
+    for step in ("tiny-tokenize", "tiny-postprocess"):
+        assert "class TritonPythonModel" in (folder / step / "1" / "model.py").read_text()
+    assert (folder / "tiny" / "1").is_dir()
+    config = (folder / "tiny-model" / "config.pbtxt").read_text()
+    assert 'name: "tiny-model"' in config and 'backend: "onnxruntime"' in config
     assert "max_batch_size: 16" in config
     assert '{ name: "input_ids" data_type: TYPE_INT64 dims: [ -1 ] }' in config
     assert f'{{ name: "embeddings" data_type: TYPE_FP32 dims: [ {HIDDEN} ] }}' in config
     assert "preferred_batch_size: [ 8, 16 ]" in config
+    ensemble = (folder / "tiny" / "config.pbtxt").read_text()
+    assert 'platform: "ensemble"' in ensemble and "TYPE_STRING" in ensemble
 
     stored = BuildReport.read(folder / "report.json")
     assert stored == report and report.passed
@@ -82,7 +94,13 @@ def test_build_publishes_a_triton_model_folder(tmp_path: Path) -> None:
     assert report.size_reduction and report.size_reduction > 2.5
     for relative, digest in report.hashes.items():
         assert hashlib.sha256((folder / relative).read_bytes()).hexdigest() == digest
-    assert {"1/model.onnx", "config.pbtxt", "tokenizer/tokenizer.json"} <= set(report.hashes)
+    assert {
+        "tiny-model/1/model.onnx",
+        "tiny-model/config.pbtxt",
+        "tiny/config.pbtxt",
+        "tiny-tokenize/1/tokenizer/tokenizer.json",
+        "tiny-tokenize/1/model.py",
+    } <= set(report.hashes)
     assert {"torch", "onnxruntime", "transformers"} <= set(report.versions)
 
     started = [e.step for e in events if e.state == "started"]
@@ -114,7 +132,7 @@ def test_gate_failure_names_the_step_and_publishes_nothing(tmp_path: Path) -> No
 
 def test_failed_rebuild_keeps_the_published_version(tmp_path: Path) -> None:
     first = run_build(_spec(), tmp_path, benchmark=False)
-    model_file = tmp_path / "tiny" / "1" / "model.onnx"
+    model_file = tmp_path / "tiny" / "tiny-model" / "1" / "model.onnx"
     before = model_file.read_bytes()
     with pytest.raises(AccuracyGateError):
         run_build(_spec(accuracy={"metric": "cosine", "min": 1.0}), tmp_path, benchmark=False)
@@ -167,8 +185,16 @@ def test_classifier_gated_on_labelled_accuracy(tmp_path: Path) -> None:
     quantize_step = next(s for s in report.steps if s.name == "quantize")
     assert "2 kept fp32" in quantize_step.detail
     assert report.signature is not None and report.signature.outputs[0].name == "logits"
-    config = (tmp_path / "out" / "sentiment" / "config.pbtxt").read_text()
+    served = tmp_path / "out" / "sentiment"
+    config = (served / "sentiment-model" / "config.pbtxt").read_text()
     assert '{ name: "logits" data_type: TYPE_FP32 dims: [ 2 ] }' in config
+    ensemble = (served / "sentiment" / "config.pbtxt").read_text()
+    assert '{ name: "label" data_type: TYPE_STRING dims: [ 1 ] }' in ensemble
+    assert '{ name: "score" data_type: TYPE_FP32 dims: [ 1 ] }' in ensemble
+    answer = json.loads((served / "sentiment-postprocess" / "1" / "postprocess.json").read_text())
+    assert answer == {
+        "task": "text-classification", "labels": ["negative", "positive"], "function": "softmax",
+    }  # fmt: skip
 
 
 def test_keep_fp32_of_every_matmul_is_refused_with_the_field(tmp_path: Path) -> None:

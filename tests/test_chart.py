@@ -67,7 +67,10 @@ VALUE_SETS: dict[str, Values] = {
     "s3-pinned": {
         "image": {"digest": "sha256:" + "a" * 64},
         "builder": {"image": {"tag": "0.1.0-cuda"}, "serviceAccountName": "optimodel-builder"},
-        "serving": {"gpuNodeLabel": "cloud.google.com/gke-accelerator"},
+        "serving": {
+            "gpuNodeLabel": "cloud.google.com/gke-accelerator",
+            "responseCacheBytes": 64 << 20,
+        },
         "artifactStore": {
             "type": "s3",
             "s3": {
@@ -450,7 +453,7 @@ def test_default_settings(rendered: dict[str, Rendered]) -> None:
     settings = rendered["default"].settings()
     assert set(settings) == SETTINGS_KEYS
     assert settings["builderImage"] == "ghcr.io/optimodel/optimodel-builder:0.1.0"
-    assert settings["tritonImage"] == "nvcr.io/nvidia/tritonserver:24.10-py3"
+    assert settings["tritonImage"] == "ghcr.io/optimodel/optimodel-triton:0.1.0"
     assert settings["s3SyncImage"] == "amazon/aws-cli:2.22.35"
     assert settings["artifactStore"] == {"pvc": {"claimName": "optimodel-artifacts", "subPath": ""}}
     assert settings["gpuPrices"] == {}
@@ -465,6 +468,7 @@ def test_default_settings(rendered: dict[str, Rendered]) -> None:
     assert policy == OperatorSettings().policy
     assert policy.serving_images == policy.storage.pvc_claims == []
     assert policy.storage.s3 == []
+    assert settings["serving"]["responseCacheBytes"] == 256 << 20
     assert settings["namespaces"] == []
     assert settings["metricsPort"] == 9090
     assert settings["healthPort"] == 8080
@@ -540,6 +544,9 @@ def test_s3_store_and_pinned_images(rendered: dict[str, Rendered]) -> None:
     assert settings["builderImage"] == "ghcr.io/optimodel/optimodel-builder:0.1.0-cuda"
     assert settings["build"]["serviceAccountName"] == "optimodel-builder"
     assert settings["serving"]["gpuNodeLabel"] == "cloud.google.com/gke-accelerator"
+    # An integer the operator reads (not 6.7108864e+07): Helm keeps YAML numbers as floats.
+    assert settings["serving"]["responseCacheBytes"] == 64 << 20
+    assert isinstance(settings["serving"]["responseCacheBytes"], int)
     image = deployment_container(result)["image"]
     assert image == "ghcr.io/optimodel/optimodel-operator@sha256:" + "a" * 64
     assert "write to s3://models/optimodel)" in result.notes and "PVC" not in result.notes
@@ -663,6 +670,12 @@ SCHEMA_REJECTS: list[tuple[str, Values, str]] = [
         "/metrics/enabled': value must be true",
     ),
     ("metrics-port-range", {"metrics": {"port": 80}}, "/metrics/port"),
+    ("cache-too-small", {"serving": {"responseCacheBytes": 1000}}, "/serving/responseCacheBytes"),
+    (
+        "cache-size-as-string",
+        {"serving": {"responseCacheBytes": "256Mi"}},
+        "/serving/responseCacheBytes",
+    ),
     ("budget-interval-zero", {"budgetIntervalSeconds": 0}, "/budgetIntervalSeconds"),
     ("cpu-price-as-string", {"cpuReplicaPrice": "0.1"}, "/cpuReplicaPrice"),
     (

@@ -44,6 +44,7 @@ from tests.emulator import EmulatorServer, ResourceDecl
 
 pytestmark = pytest.mark.cluster
 
+MODEL_STEP_KEY = naming.config_key("minilm-model")  # the raw-tensor model's config
 NS = "ml"
 SOURCE = {"uri": "hf://sentence-transformers/all-MiniLM-L6-v2", "task": "feature-extraction"}
 
@@ -348,11 +349,11 @@ def test_serving_only_change_rolls_pods_without_a_rebuild(
 
     def reconfigured() -> Body | None:
         config = cluster.http.get(CONFIG_MAPS, NS, "minilm-triton-config")
-        text = (config or {}).get("data", {}).get(naming.CONFIG_FILE, "")
+        text = (config or {}).get("data", {}).get(MODEL_STEP_KEY, "")
         return config if "max_batch_size: 64" in text else None
 
     config = wait_until(reconfigured, what="the new config.pbtxt")
-    assert "max_queue_delay_microseconds: 2000" in config["data"][naming.CONFIG_FILE]
+    assert "max_queue_delay_microseconds: 2000" in config["data"][MODEL_STEP_KEY]
     deployment = cluster.wait_object(
         DEPLOYMENTS,
         "minilm",
@@ -417,12 +418,12 @@ def test_children_edited_or_deleted_by_hand_are_restored(
     wait_until(lambda: cluster.http.get(SERVICES, NS, "minilm"), what="the Service recreated")
 
     cluster.http.patch(
-        CONFIG_MAPS, NS, "minilm-triton-config", {"data": {naming.CONFIG_FILE: "garbage"}}
+        CONFIG_MAPS, NS, "minilm-triton-config", {"data": {MODEL_STEP_KEY: "garbage"}}
     )
     cluster.wait_object(
         CONFIG_MAPS,
         "minilm-triton-config",
-        lambda c: "max_batch_size: 32" in c["data"][naming.CONFIG_FILE],
+        lambda c: "max_batch_size: 32" in c["data"][MODEL_STEP_KEY],
         "config.pbtxt restored",
     )
 

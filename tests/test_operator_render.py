@@ -4,15 +4,20 @@ schema (kubernetes-validate, strict: unknown fields fail), and carries what the 
 from __future__ import annotations
 
 import json
+import subprocess
 from dataclasses import replace
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 
-from optimodel.model_builder.spec import BuildSpec
-from optimodel.model_builder.triton_config import ModelSignature, render_triton_config
+from optimodel.local.repository import parse_config_text
+from optimodel.model_builder.served.configs import render_served_configs
+from optimodel.model_builder.served.layout import ServedNames
+from optimodel.model_builder.spec import BuildSpec, Serving
+from optimodel.model_builder.triton_config import ModelSignature, TensorSpec, render_triton_config
 from optimodel.operator import api, naming
 from optimodel.operator.artifacts import ArtifactStore, build_key, pvc_location
 from optimodel.operator.render import (
@@ -23,8 +28,9 @@ from optimodel.operator.render import (
     render_build_job,
     render_children,
 )
-from optimodel.operator.render.common import content_hash
+from optimodel.operator.render.configmap import configs_hash
 from optimodel.operator.settings import OperatorSettings
+from tests.triton_models import write_built_repository
 
 K8S_VERSION = "1.30"
 MODEL = ModelRef(name="minilm", namespace="ml", uid="11111111-2222-3333-4444-555555555555")
@@ -225,7 +231,7 @@ def test_triton_deployment_serves_the_artifact_with_probes_ports_and_gpus() -> N
     assert "--model-repository=/models" in triton["args"]
     assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-l4"}
     fetch = pod["initContainers"][0]
-    assert env_of(fetch)["SOURCE"] == "/artifacts/ml/minilm/g2/minilm/1"
+    assert env_of(fetch)["SOURCE"] == "/artifacts/ml/minilm/g2/minilm"  # the whole repository
     claim, _ = pvc_location("pvc://optimodel-artifacts/ml/minilm/g2")
     volumes = {v["name"]: v for v in pod["volumes"]}
     assert volumes["artifacts"]["persistentVolumeClaim"] == {"claimName": claim, "readOnly": True}
@@ -235,23 +241,98 @@ def test_triton_deployment_serves_the_artifact_with_probes_ports_and_gpus() -> N
     assert deployment["spec"]["selector"]["matchLabels"] == naming.server_selector(MODEL.name)
 
 
-def test_config_map_holds_exactly_the_builders_rendering_and_its_hash_rolls_the_pods() -> None:
+def test_config_map_holds_every_config_of_the_builders_rendering_and_its_hash_rolls_pods() -> None:
     settings = OperatorSettings()
     spec = make_spec()
     children = render_children(serving_inputs(spec, settings))
-    config = children[0]["data"][naming.CONFIG_FILE]
-    assert config == render_triton_config(
-        MODEL.name, SIGNATURE, spec.serving, backend="onnxruntime"
+    data = children[0]["data"]
+    expected = render_served_configs(MODEL.name, "feature-extraction", SIGNATURE, spec.serving)
+    assert data == {naming.config_key(name): text for name, text in expected.items()}
+    assert sorted(data) == [
+        "minilm-model.config.pbtxt",
+        "minilm-postprocess.config.pbtxt",
+        "minilm-tokenize.config.pbtxt",
+        "minilm.config.pbtxt",
+    ]
+    model_step = data["minilm-model.config.pbtxt"]
+    assert model_step == render_triton_config(
+        "minilm-model", SIGNATURE, spec.serving, backend="onnxruntime"
     )
+    # Nothing only the local server has: no ragged batching anywhere in the cluster's set.
+    assert not any("allow_ragged_batch" in text for text in data.values())
     template = deployment_of(children)["spec"]["template"]["metadata"]["annotations"]
-    assert template[naming.CONFIG_HASH] == content_hash(config)
+    assert template[naming.CONFIG_HASH] == configs_hash(expected)
 
     rebatched = make_spec(serving={"gpu": {"type": "nvidia-l4", "count": 1}, "maxBatchSize": 64})
     again = render_children(serving_inputs(rebatched, settings))
-    assert "max_batch_size: 64" in again[0]["data"][naming.CONFIG_FILE]
+    assert all("max_batch_size: 64" in text for text in again[0]["data"].values())
     new_template = deployment_of(again)["spec"]["template"]["metadata"]["annotations"]
     assert new_template[naming.CONFIG_HASH] != template[naming.CONFIG_HASH]
     assert new_template[naming.ARTIFACT] == template[naming.ARTIFACT]
+
+
+def test_a_classifier_ensemble_answers_label_and_score() -> None:
+    spec = make_spec(source={"uri": "hf://org/reviews", "task": "text-classification"})
+    logits = SIGNATURE.model_copy(
+        update={"outputs": [TensorSpec(name="logits", data_type="TYPE_FP32", dims=[2])]}
+    )
+    inputs = serving_inputs(spec, OperatorSettings())
+    inputs = replace(inputs, build=inputs.build.model_copy(update={"signature": logits}))
+    ensemble = parse_config_text(render_children(inputs)[0]["data"]["minilm.config.pbtxt"])
+    assert [(t.name, t.dims) for t in ensemble.output] == [
+        ("logits", [2]),
+        ("label", [1]),
+        ("score", [1]),
+    ]
+
+
+@pytest.mark.parametrize("cache", [True, False])
+def test_response_cache_runs_with_a_cache_config_of_the_settings_size(cache: bool) -> None:
+    settings = OperatorSettings.model_validate({"serving": {"responseCacheBytes": 64 << 20}})
+    spec = make_spec(serving={"gpu": {"type": "nvidia-l4", "count": 1}, "responseCache": cache})
+    children = render_children(serving_inputs(spec, settings))
+    args = deployment_of(children)["spec"]["template"]["spec"]["containers"][0]["args"]
+    flags = [a for a in args if a.startswith("--cache-config")]
+    assert flags == ([f"--cache-config=local,size={64 << 20}"] if cache else [])
+    ensemble = children[0]["data"]["minilm.config.pbtxt"]
+    assert ("response_cache { enable: true }" in ensemble) == cache
+    assert "response_cache" not in children[0]["data"]["minilm-model.config.pbtxt"]
+    assert OperatorSettings().serving.response_cache_bytes == 256 << 20  # the default
+
+
+def test_init_container_assembles_the_whole_served_repository(tmp_path: Path) -> None:
+    """The rendered init-container script, run by a real shell against a real served
+    repository on a stand-in for the PVC mount and the ConfigMap mount."""
+    placeholder = tmp_path / "model.onnx"
+    placeholder.write_bytes(b"onnx bytes")
+    artifacts = tmp_path / "artifacts" / "ml" / "minilm" / "g2"
+    write_built_repository(artifacts, "minilm", placeholder, Serving(max_batch_size=8))
+    spec = make_spec(serving={"gpu": {"type": "nvidia-l4", "count": 1}, "maxBatchSize": 32})
+    children = render_children(serving_inputs(spec, OperatorSettings()))
+    configs = tmp_path / "configmap"
+    configs.mkdir()
+    for key, text in children[0]["data"].items():
+        (configs / key).write_text(text)
+    models = tmp_path / "models"
+    models.mkdir()
+    (models / "leftover-from-a-restart").write_text("x")
+    fetch = deployment_of(children)["spec"]["template"]["spec"]["initContainers"][0]
+    env = {**env_of(fetch), "MODELS": str(models), "CONFIGS": str(configs)}
+    env["SOURCE"] = env["SOURCE"].replace("/artifacts", str(tmp_path / "artifacts"), 1)
+    subprocess.run(fetch["command"], env=env, check=True, timeout=30)
+
+    assert sorted(p.name for p in models.iterdir()) == [
+        "minilm", "minilm-model", "minilm-postprocess", "minilm-tokenize", "report.json",
+    ]  # fmt: skip
+    for name in ServedNames.of("minilm").all():
+        assert (models / name / "config.pbtxt").read_text() == children[0]["data"][
+            naming.config_key(name)
+        ]  # the ConfigMap's, not the artifact's (maxBatchSize 32, not 8)
+        assert (models / name / "1").is_dir()
+    assert (models / "minilm-model" / "1" / "model.onnx").read_bytes() == b"onnx bytes"
+    assert (models / "minilm-tokenize" / "1" / "tokenizer" / "tokenizer.json").is_file()
+    for step in ("minilm-tokenize", "minilm-postprocess"):
+        assert (models / step / "1" / "model.py").is_file()
 
 
 def test_s3_serving_fetches_with_the_aws_cli_and_the_secret() -> None:
@@ -261,7 +342,8 @@ def test_s3_serving_fetches_with_the_aws_cli_and_the_secret() -> None:
     fetch = pod["initContainers"][0]
     assert fetch["image"] == settings.s3_sync_image
     env = env_of(fetch)
-    assert env["SOURCE"] == "s3://ml-artifacts/optimodel/ml/minilm/g2/minilm/1"
+    assert env["SOURCE"] == "s3://ml-artifacts/optimodel/ml/minilm/g2/minilm"
+    assert 'aws s3 sync "$SOURCE" "$MODELS"' in fetch["command"][-1]
     assert env["AWS_SECRET_ACCESS_KEY"]["secretKeyRef"]["name"] == "artifact-keys"
     assert "artifacts" not in {v["name"] for v in pod["volumes"]}
 

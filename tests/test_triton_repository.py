@@ -106,9 +106,7 @@ def _old_layout(tmp_path: Path) -> Path:
     folder = tmp_path / "out" / "tiny"
     (folder / "1").mkdir(parents=True)
     (folder / "1" / "model.onnx").write_bytes(b"onnx")
-    (folder / "config.pbtxt").write_text(
-        render_triton_config("tiny", tiny_signature(), Serving())
-    )
+    (folder / "config.pbtxt").write_text(render_triton_config("tiny", tiny_signature(), Serving()))
     return folder
 
 

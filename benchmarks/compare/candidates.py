@@ -42,7 +42,8 @@ from optimodel.model_builder.modeling import (
 )
 from optimodel.model_builder.pipeline import ProgressCallback, run_build
 from optimodel.model_builder.quantize import model_size_bytes
-from optimodel.model_builder.report import MODEL_FILE, BuildReport
+from optimodel.model_builder.report import BuildReport
+from optimodel.model_builder.served.layout import ServedRepository
 from optimodel.model_builder.spec import BuildSpec, Source
 
 Family = Literal["baseline", "peer", "optimum", "optimodel"]
@@ -319,7 +320,7 @@ def optimodel_contender(
         }
     )
     report = run_build(spec, out_dir, progress=progress, benchmark=False)
-    path = out_dir / spec.name / "1" / MODEL_FILE
+    path = ServedRepository.at(out_dir / spec.name).onnx
     steps = "; ".join(s.detail for s in report.steps if s.name in ("prune", "recover", "quantize"))
     return _onnx_contender(
         variant.name,

@@ -420,6 +420,7 @@ def serving_sweep(artifact: Path, mode: Mode, targets: Sequence[float]) -> dict[
         "model": sweep.model,
         "artifact": str(artifact.relative_to(REPO) if artifact.is_relative_to(REPO) else artifact),
         "tool": sweep.tool,
+        "path": "text",  # texts to the ensemble, batches counted on its model step
         "sequence_length": sweep.sequence_length,
         "duration_s": sweep.duration_s,
         "passes": sweep.passes,

@@ -211,8 +211,13 @@ def render_markdown(results: dict[str, Any]) -> str:
             "",
             f"#### Serving sweep on the real Triton server ({serving['model']})",
             "",
-            f"Batch-1 requests of {serving['sequence_length']} tokens, "
-            f"{serving['duration_s']:g} s per point, load by {serving['tool']}"
+            (
+                f"Batch-1 texts of {serving['sequence_length']} tokens through the text-in "
+                "ensemble, "
+                if serving.get("path") == "text"
+                else f"Batch-1 requests of {serving['sequence_length']} tokens, "
+            )
+            + f"{serving['duration_s']:g} s per point, load by {serving['tool']}"
             + (
                 f", best of {serving['passes']} passes (up, then down the concurrency levels)"
                 if serving.get("passes", 1) > 1

@@ -167,6 +167,7 @@ class TritonServer:
     shm_prefix: str = field(default="", init=False)
     watchdog: subprocess.Popen[bytes] | None = field(default=None, init=False)
     _lifeline: int | None = field(default=None, init=False)
+    command_line: list[str] = field(default_factory=list, init=False)
 
     @property
     def http_url(self) -> str:
@@ -215,9 +216,10 @@ class TritonServer:
         if self.log_path is None:
             self.log_path = self.repository.parent / "tritonserver.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        self.command_line = self.command(installation)
         with self.log_path.open("wb") as log:
             self.process = subprocess.Popen(
-                self.command(installation),
+                self.command_line,
                 env=installation.environment(),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
