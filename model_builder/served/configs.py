@@ -166,6 +166,18 @@ def render_model_step_config(
     )
 
 
+def render_text_model_config(
+    name: str,
+    task: Task,
+    signature: ModelSignature,
+    serving: Serving,
+    parameters: dict[str, str] | None = None,
+) -> str:
+    """A python-backend model with the ensemble's interface (text in, the same answers): what
+    a single-model text server looks like, e.g. the PyTorch baseline of the benchmarks."""
+    return _python_step(name, [TEXT], text_outputs(task, signature), serving, parameters)
+
+
 def render_served_configs(
     name: str, task: Task, signature: ModelSignature, serving: Serving
 ) -> dict[str, str]:

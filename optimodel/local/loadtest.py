@@ -210,6 +210,8 @@ class _WorkerJob:
     start_at: float
     end_at: float
     max_requests: int
+    # Replay mode: from start_at, send each payload exactly once, count every answer.
+    once: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,6 +220,7 @@ class _WorkerResult:
     completed: int
     errors: int
     first_error: str | None
+    last_finished: float = 0.0
 
 
 async def _worker_loop(job: _WorkerJob) -> _WorkerResult:
@@ -238,10 +241,16 @@ async def _worker_loop(job: _WorkerJob) -> _WorkerResult:
     first_error: list[str] = []
     client = grpcaio.InferenceServerClient(job.url)
 
+    last_finished = [0.0]
+
     async def one_stream(offset: int) -> None:
         index = offset
+        if job.once:
+            await asyncio.sleep(max(0.0, job.start_at - time.time()))
         while True:
             now = time.time()
+            if job.once and index >= len(requests):
+                return
             if now >= job.end_at or state["sent"] >= job.max_requests:
                 return
             state["sent"] += 1
@@ -258,8 +267,9 @@ async def _worker_loop(job: _WorkerJob) -> _WorkerResult:
             finally:
                 index += job.concurrency
             finished = time.time()
+            last_finished[0] = max(last_finished[0], finished)
             # Count what finished inside the window; earlier answers are warm-up.
-            if job.start_at <= finished <= job.end_at:
+            if job.once or job.start_at <= finished <= job.end_at:
                 latencies.append((time.perf_counter() - started) * 1000.0)
                 state["completed"] += 1
 
@@ -268,7 +278,11 @@ async def _worker_loop(job: _WorkerJob) -> _WorkerResult:
     finally:
         await client.close()
     return _WorkerResult(
-        latencies, state["completed"], state["errors"], next(iter(first_error), None)
+        latencies,
+        state["completed"],
+        state["errors"],
+        next(iter(first_error), None),
+        last_finished[0],
     )
 
 
@@ -432,6 +446,78 @@ def run_client_load(
         errors=errors,
         seconds=duration_s,
         throughput=completed * batch / duration_s,
+        latency_p50_ms=float(np.percentile(latencies, 50)),
+        latency_p99_ms=float(np.percentile(latencies, 99)),
+        average_batch=average_batch(before, after) if before and after else None,
+    )
+
+
+def replay_trace(
+    grpc_url: str,
+    model: str,
+    payloads: list[Payload],
+    *,
+    concurrency: int,
+    processes: int = 2,
+    metrics_url: str | None = None,
+    token_lengths: Sequence[int] | None = None,
+    batch_model: str | None = None,
+    timeout_s: float = 600.0,
+) -> LoadResult:
+    """Send every payload exactly once, CONCURRENCY in flight, and time the whole trace.
+
+    For traces whose order matters (repeated texts and a response cache): nothing is sent
+    twice, the client processes share the trace out (process k sends payloads k, k+P, ...),
+    and throughput is the trace's size over the time from the start to its last answer.
+    """
+    if concurrency < 1 or not payloads:
+        raise ValueError("replay needs concurrency >= 1 and at least one payload")
+    processes = max(1, min(processes, concurrency, len(payloads)))
+    shares = [
+        concurrency // processes + (1 if i < concurrency % processes else 0)
+        for i in range(processes)
+    ]
+    jobs = [
+        _WorkerJob(grpc_url, model, payloads[k::processes], share, 0.0, 0.0, len(payloads), True)
+        for k, share in enumerate(shares)
+    ]
+    counted = batch_model or model
+    before = inference_counters(metrics_text(metrics_url), counted) if metrics_url else None
+    started: list[float] = []
+    if processes == 1:
+        import tritonclient.grpc.aio  # noqa: F401  (before the clock starts)
+
+        started.append(time.time() + 0.2)
+        job = dataclasses.replace(jobs[0], start_at=started[0], end_at=started[0] + timeout_s)
+        results = [_run_worker(job)]
+    else:
+        results = _run_worker_processes(
+            jobs,
+            warmup_s=0.5,
+            duration_s=timeout_s,
+            on_start=started.append,
+            timeout_s=timeout_s + 60,
+        )
+    after = inference_counters(metrics_text(metrics_url), counted) if metrics_url else None
+    completed = sum(r.completed for r in results)
+    if completed == 0:
+        reason = next((r.first_error for r in results if r.first_error), "no request finished")
+        raise RuntimeError(f"trace replay on {model!r} got no answers: {reason}")
+    elapsed = max(r.last_finished for r in results) - started[0]
+    latencies = np.array([x for r in results for x in r.latencies_ms])
+    sequence, mixed = _lengths(payloads, token_lengths)
+    batch = int(next(iter(payloads[0].values())).shape[0])
+    return LoadResult(
+        model=model,
+        tool="tritonclient-grpc-aio",
+        concurrency=concurrency,
+        batch_size=batch,
+        sequence_length=sequence,
+        mixed_lengths=mixed,
+        requests=completed,
+        errors=sum(r.errors for r in results),
+        seconds=elapsed,
+        throughput=completed * batch / elapsed,
         latency_p50_ms=float(np.percentile(latencies, 50)),
         latency_p99_ms=float(np.percentile(latencies, 99)),
         average_batch=average_batch(before, after) if before and after else None,
