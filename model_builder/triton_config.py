@@ -30,14 +30,11 @@ class ModelSignature(SpecModel):
     outputs: list[TensorSpec] = Field(min_length=1)
 
 
-def _tensor_block(tensors: list[TensorSpec], ragged_batch: bool = False) -> str:
-    rows = []
-    for t in tensors:
-        ragged = " allow_ragged_batch: true" if ragged_batch and t.dims[0] == -1 else ""
-        rows.append(
-            f'  {{ name: "{t.name}" data_type: {t.data_type} '
-            f"dims: [ {', '.join(map(str, t.dims))} ]{ragged} }}"
-        )
+def _tensor_block(tensors: list[TensorSpec]) -> str:
+    rows = [
+        f'  {{ name: "{t.name}" data_type: {t.data_type} dims: [ {", ".join(map(str, t.dims))} ] }}'
+        for t in tensors
+    ]
     return "[\n" + ",\n".join(rows) + "\n]"
 
 
@@ -60,18 +57,14 @@ def render_triton_config(
     backend: Backend = "onnxruntime",
     instance_kind: InstanceKind | None = None,
     warmup_sequence_length: int | None = 16,
-    ragged_batch: bool = False,
 ) -> str:
     """The `config.pbtxt` text of one model (protobuf text format, stable order).
 
     `instance_kind` defaults to KIND_GPU when the spec asks for GPUs and the backend is
-    onnxruntime (the cluster image), else KIND_CPU (the local python-backend server).
-    `ragged_batch` marks variable-length inputs `allow_ragged_batch`, so requests of different
-    lengths batch together; only a backend that pads each batch itself (the local python
-    backend) may use it, the onnxruntime backend would concatenate ragged rows.
+    onnxruntime (the cluster image), else KIND_CPU (the local python-backend server). Inputs
+    are never `allow_ragged_batch`: the onnxruntime backend merges only equal shapes, and the
+    text-in ensemble's tokenizer step pads length groups so that they batch (served/).
     """
-    if ragged_batch and (backend != "python" or not serving.dynamic_batching):
-        raise ValueError("ragged_batch needs the python backend with dynamic batching")
     kind = instance_kind or (
         "KIND_GPU" if serving.gpu.count > 0 and backend == "onnxruntime" else "KIND_CPU"
     )
@@ -79,7 +72,7 @@ def render_triton_config(
         f'name: "{name}"',
         f'backend: "{backend}"',
         f"max_batch_size: {serving.max_batch_size}",
-        f"input {_tensor_block(signature.inputs, ragged_batch)}",
+        f"input {_tensor_block(signature.inputs)}",
         f"output {_tensor_block(signature.outputs)}",
     ]
     if serving.dynamic_batching:
