@@ -29,7 +29,7 @@ def test_default_example_builds_a_small_accurate_artifact(repo: Path, tmp_path: 
     assert report.signature is not None
     assert report.signature.outputs[0].name == "embeddings"
     assert report.signature.outputs[0].dims == [384]
-    model = tmp_path / "minilm" / "1" / "model.onnx"
+    model = tmp_path / "minilm" / "minilm-model" / "1" / "model.onnx"
     assert op_counts(model)["MatMulInteger"] == 36  # 6 layers x (Q, K, V, O, FFN in, FFN out)
 
     # The served embeddings are sentence-transformers' (mean pooled, L2 normalized).

@@ -26,6 +26,7 @@ from optimodel.local.loadtest import (
     run_client_load,
     run_perf_analyzer,
 )
+from optimodel.local.query import Endpoint, infer_texts
 from optimodel.local.repository import (
     BuiltModel,
     derive_local_repository,
@@ -125,6 +126,7 @@ def run_serving_sweep(
         server = TritonServer(root / "repository", ServerPorts(*free_ports(3)))
         server.start(timeout_s=300)
         try:
+            warm_up(server, list(variants.values()), workload.texts[:2])
             for pass_index in range(passes):
                 # Odd passes walk the levels downwards, so a slow drift of the machine does
                 # not always hit the same end of the curve.
@@ -161,6 +163,15 @@ def run_serving_sweep(
         load_average_before=load_before,
         load_average_after=os.getloadavg(),
     )
+
+
+def warm_up(server: TritonServer, variants: Sequence[BuiltModel], texts: Sequence[str]) -> None:
+    """A few texts through every variant first: the python stubs' first calls are slow, and
+    perf_analyzer counts no window in which nothing finished."""
+    endpoint = Endpoint("grpc", server.grpc_url)
+    for variant in variants:
+        for text in texts:
+            infer_texts(endpoint, variant.name, [text])
 
 
 def best_of(measurements: Sequence[SweepPoint]) -> SweepPoint:
