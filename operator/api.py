@@ -27,6 +27,10 @@ BUDGET_USD_PER_HOUR = f"{GROUP}/budget-usd-per-hour"
 BUDGET_USD_PER_MONTH = f"{GROUP}/budget-usd-per-month"
 PRICE_USD_PER_GPU_HOUR = f"{GROUP}/price-usd-per-gpu-hour"
 BUDGET_ANNOTATIONS = (BUDGET_USD_PER_HOUR, BUDGET_USD_PER_MONTH, PRICE_USD_PER_GPU_HOUR)
+# A new value asks the operator to build a spec whose build failed once more.
+RETRY_BUILD = f"{GROUP}/retry-build"
+# Every optimodel.io/ annotation a model may carry (others are reported as unknown).
+MODEL_ANNOTATIONS = (*BUDGET_ANNOTATIONS, RETRY_BUILD)
 
 AutoscalingEngine = Literal["hpa", "keda"]
 ConditionType = Literal["Built", "Deployed", "Ready", "WithinBudget"]
@@ -181,6 +185,22 @@ class BuildStatus(SpecModel):
     )
 
 
+class FailedBuild(SpecModel):
+    """The failed build of the current inputs: kept after its Job is gone (the TTL
+    controller), so the same spec is not built again until it changes or the user asks."""
+
+    key: str = Field(description="Build key (inputs and store) of the failed build.")
+    retry: str = Field(
+        default="",
+        max_length=1024,
+        description=f"The {RETRY_BUILD} annotation's value the failed Job was created for.",
+    )
+    generation: int = Field(ge=0, description="metadata.generation the Job was created for.")
+    job: str = Field(description="Name of the failed Job.")
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
+    message: str = Field(default="", max_length=32768)
+
+
 class CostStatus(SpecModel):
     """What serving costs now and what the budget allows."""
 
@@ -211,3 +231,6 @@ class OptimizedModelStatus(SpecModel):
     selector: str | None = Field(default=None, description="Label selector of serving pods.")
     endpoint: str | None = Field(default=None, description="In-cluster Triton HTTP endpoint.")
     cost: CostStatus | None = None
+    failed_build: FailedBuild | None = Field(
+        default=None, description="The failed build of the current spec, until it changes."
+    )

@@ -31,12 +31,13 @@ _CONTENT_TYPES: Mapping[PatchType, str] = {
 
 @dataclass(frozen=True)
 class Resource:
-    """One namespaced API resource."""
+    """One API resource (namespaced unless told otherwise: then `namespace` is ignored)."""
 
     group: str
     version: str
     plural: str
     kind: str
+    namespaced: bool = True
 
     @property
     def api_version(self) -> str:
@@ -44,7 +45,8 @@ class Resource:
 
     def path(self, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
         root = f"/apis/{self.group}/{self.version}" if self.group else f"/api/{self.version}"
-        path = f"{root}/namespaces/{quote(namespace, safe='')}/{self.plural}"
+        scope = f"/namespaces/{quote(namespace, safe='')}" if self.namespaced else ""
+        path = f"{root}{scope}/{self.plural}"
         if name is not None:
             path += f"/{quote(name, safe='')}"
         if subresource is not None:
@@ -69,6 +71,11 @@ SCALED_OBJECTS = Resource(
 )
 AUTOSCALERS = (HORIZONTAL_POD_AUTOSCALERS, SCALED_OBJECTS)
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
+# Kopf's peering objects, read by the periodic loop's peering gate (peering.py).
+PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
+CLUSTER_PEERINGS = Resource(
+    "kopf.dev", "v1", "clusterkopfpeerings", "ClusterKopfPeering", namespaced=False
+)
 
 RESOURCES_BY_KIND: Mapping[tuple[str, str], Resource] = {
     (resource.api_version, resource.kind): resource

@@ -7,11 +7,16 @@ with their own Configuration and stop/ready flags.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
 import random
+import secrets
+import socket
 import sys
 import threading
 from collections.abc import Sequence
+from typing import Any, cast
 
 import kopf
 from kubernetes import client as k8s
@@ -21,6 +26,8 @@ from optimodel.operator import handlers
 from optimodel.operator.events import EventSink, KopfEvents
 from optimodel.operator.kube import KubeApi
 from optimodel.operator.metrics import serve_metrics
+from optimodel.operator.peering import PeeringGate
+from optimodel.operator.periodic import PeriodicLoop, PeriodicSchedule
 from optimodel.operator.reconcile import Reconciler
 from optimodel.operator.settings import OperatorSettings, SettingsError, load_settings
 
@@ -37,7 +44,7 @@ class QuietEventHandlers(logging.Filter):
     """Drop Kopf's "Handler ... succeeded" lines for the event handlers (child and model
     watches fire on every Deployment status change); change handlers keep theirs."""
 
-    NOISY = ("'build-job'", "'serving-", "'model-deleted'", "'resync'", "'budget'")
+    NOISY = ("'build-job'", "'serving-", "'model-event'")
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
@@ -89,6 +96,12 @@ def peering_priority(settings: OperatorSettings) -> int:
     return random.SystemRandom().randint(1, 1_000_000)
 
 
+def peering_identity() -> str:
+    """This process's key in the peering object, as Kopf builds its own (pod, then host)."""
+    who = os.environ.get("POD_NAME") or socket.gethostname()
+    return f"{who}/{os.getpid()}/{secrets.token_hex(3)}"
+
+
 async def run_operator(
     settings: OperatorSettings,
     configuration: k8s.Configuration,
@@ -104,6 +117,21 @@ async def run_operator(
     handlers.register(registry, settings, configuration)
     api = KubeApi(configuration)
     reconciler = Reconciler(api=api, settings=settings, events=events or KopfEvents())
+    identity, priority = peering_identity(), peering_priority(settings)
+    schedule = PeriodicSchedule(
+        {"resync": settings.resync_seconds, "budget": settings.budget_interval_seconds}
+    )
+    gate = PeeringGate(
+        api,
+        identity,
+        priority,
+        settings.peering.name,
+        standalone=settings.peering.standalone,
+        namespaces=tuple(settings.namespaces),
+    )
+    periodic = asyncio.create_task(
+        PeriodicLoop(reconciler, schedule, gate).run(), name="optimodel periodic loop"
+    )
     try:
         await kopf.operator(
             registry=registry,
@@ -111,16 +139,21 @@ async def run_operator(
             clusterwide=not settings.namespaces,
             namespaces=settings.namespaces,
             standalone=settings.peering.standalone,
-            priority=peering_priority(settings),
+            # kopf's Identity is a NewType of str that kopf does not export.
+            identity=cast(Any, identity),
+            priority=priority,
             # Naming the peering makes it mandatory: without the (Cluster)KopfPeering CRD the
             # operator waits rather than risk two replicas acting at once.
             peering_name=None if settings.peering.standalone else settings.peering.name,
             liveness_endpoint=liveness_endpoint,
             stop_flag=stop_flag,
             ready_flag=ready_flag,
-            memo=kopf.Memo(reconciler=reconciler),
+            memo=kopf.Memo(reconciler=reconciler, periodic=schedule),
         )
     finally:
+        periodic.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await periodic
         api.close()
 
 

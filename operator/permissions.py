@@ -21,8 +21,9 @@ class Permission:
 WATCH = ("get", "list", "watch")
 # What Kopf needs to serve a resource: list it, then watch from the listed resourceVersion.
 KOPF = ("list", "watch")
-# Kopf's peering keep-alives are merge patches of the peering object's status.
-PEERING = (*KOPF, "patch")
+# Kopf's peering keep-alives are merge patches of the peering object's status; the periodic
+# loop reads the object (get) to act only as the acting peer (peering.py).
+PEERING = (*WATCH, "patch")
 
 # Namespaced resources the operator reads or writes. The end-to-end test records every request
 # the operator makes to the API emulator and checks it against this table, both ways.

@@ -13,6 +13,7 @@ or a repeated call converges on the same state and creates nothing twice.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -22,7 +23,7 @@ from optimodel.model_builder.report import build_inputs_hash
 from optimodel.model_builder.spec import SpecProblem
 from optimodel.operator import api, naming
 from optimodel.operator.artifacts import ArtifactStore, build_key
-from optimodel.operator.builds import BuildOutcome, describe_build, observe_build
+from optimodel.operator.builds import BuildOutcome, describe_build, job_state, observe_build
 from optimodel.operator.children import ChildChange, controlled_by
 from optimodel.operator.policy import REASON as POLICY_VIOLATION
 from optimodel.operator.policy import policy_violations
@@ -40,6 +41,10 @@ from optimodel.operator.status import (
 from optimodel.operator.validation import manifest_problems, parse_spec
 
 BUILD_IN_PROGRESS = frozenset({"Building", "BuildPending"})
+RETRY_HINT = (
+    f"; this spec is not built again until it changes or annotation {api.RETRY_BUILD} gets a "
+    "new value"
+)
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class BuildDecision:
         default_factory=lambda: ConditionUpdate("Built", "Unknown", "BuildPending", "")
     )
     serving: api.BuildStatus | None = None
+    # status.failedBuild after this reconcile.
+    failed_build: api.FailedBuild | None = None
 
     @property
     def invalid(self) -> bool:
@@ -74,26 +81,53 @@ def describe_problems(problems: Sequence[SpecProblem]) -> str:
     return "; ".join(f"{p.path}: {p.message} (fix: {p.fix})" for p in problems)
 
 
-def job_for_key(
-    jobs: Sequence[Mapping[str, Any]], key: str, owner_uid: str
+def retry_of(manifest: Mapping[str, Any]) -> str:
+    """The optimodel.io/retry-build annotation of a model or a builder Job ("" unset)."""
+    value = ((manifest.get("metadata") or {}).get("annotations") or {}).get(api.RETRY_BUILD)
+    return value if isinstance(value, str) else ""
+
+
+def current_build_job(
+    jobs: Sequence[Mapping[str, Any]], key: str, owner_uid: str, retry: str
 ) -> Mapping[str, Any] | None:
-    """The newest builder Job of this model for `key`."""
+    """The Job of the current build: the newest for `key` created for the model's retry
+    value; else the newest for `key` unless it failed (a new retry value asks for a new try
+    of a failed build, never for a second copy of a running or successful one)."""
     matching = [
         job
         for job in jobs
         if (job.get("metadata") or {}).get("labels", {}).get(naming.BUILD_KEY) == key
         and controlled_by(job, owner_uid)
     ]
-    matching.sort(key=lambda job: int(job["metadata"].get("labels", {}).get(naming.GENERATION, 0)))
-    return matching[-1] if matching else None
+    matching.sort(
+        key=lambda job: (
+            int(job["metadata"].get("labels", {}).get(naming.GENERATION, 0)),
+            str(job["metadata"].get("creationTimestamp") or ""),
+        )
+    )
+    exact = [job for job in matching if retry_of(job) == retry]
+    if exact:
+        return exact[-1]
+    if matching and job_state(matching[-1]) != "failed":
+        return matching[-1]
+    return None
 
 
-def _job_name(model: ModelRef, generation: int, key: str, jobs: Sequence[Mapping[str, Any]]) -> str:
-    """`<name>-build-g<generation>`, unless a Job of another key took it (store changed)."""
-    name = naming.build_job_name(model.name, generation)
-    if any(job["metadata"]["name"] == name for job in jobs):
-        return f"{model.name}-build-{key[:8]}"
-    return name
+def _job_name(
+    model: ModelRef, generation: int, key: str, jobs: Sequence[Mapping[str, Any]], retry: str = ""
+) -> str:
+    """`<name>-build-g<generation>`, unless a Job took it (the store changed, or a retry of a
+    failed build): then `<name>-build-<hash>` of the key (and the retry value)."""
+    taken = {str(job["metadata"]["name"]) for job in jobs}
+    retried = hashlib.sha256(f"{key}|{retry}".encode()).hexdigest()
+    for name in (
+        naming.build_job_name(model.name, generation),
+        f"{model.name}-build-{key[:8]}",
+        f"{model.name}-build-{retried[:8]}",
+    ):
+        if name not in taken:
+            return name
+    return f"{model.name}-build-{retried[:8]}"
 
 
 def decide_build(
@@ -111,14 +145,19 @@ def decide_build(
     generation = int(body["metadata"].get("generation") or 1)
     served = status.build
     problems = manifest_problems(dict(body), budget_annotations=False)
+    kept = status.failed_build  # an invalid or refused spec builds nothing: keep the record
     if problems:
         built = ConditionUpdate("Built", "False", "InvalidSpec", describe_problems(problems))
-        return BuildDecision(model, generation, problems, built=built, serving=served)
+        return BuildDecision(
+            model, generation, problems, built=built, serving=served, failed_build=kept
+        )
     spec = parse_spec(body)
     refused = [v.problem() for v in policy_violations(spec, model.namespace, settings)]
     if refused:
         built = ConditionUpdate("Built", "False", POLICY_VIOLATION, describe_problems(refused))
-        return BuildDecision(model, generation, refused, built=built, serving=served)
+        return BuildDecision(
+            model, generation, refused, built=built, serving=served, failed_build=kept
+        )
     store = ArtifactStore.for_model(spec.storage, settings)
     spec_hash = build_inputs_hash(spec.source, spec.optimize)
     key = build_key(spec_hash, store)
@@ -128,7 +167,16 @@ def decide_build(
         built = ConditionUpdate("Built", "True", "Built", describe_build(served))
         return BuildDecision(model, generation, (), built=built, serving=served, **common)
 
-    job = job_for_key(jobs, key, model.uid)
+    retry = retry_of(body)
+    job = current_build_job(jobs, key, model.uid, retry)
+    failed = status.failed_build
+    if job is None and failed is not None and failed.key == key and failed.retry == retry:
+        # This spec's build failed and its Job is gone (TTL): the same inputs would fail the
+        # same way. Wait for a spec change or a new retry value.
+        built = ConditionUpdate("Built", "False", failed.reason, failed.message)
+        return BuildDecision(
+            model, generation, (), built=built, serving=served, failed_build=failed, **common
+        )
     if job is None:
         request = BuildRequest(
             model=model,
@@ -137,7 +185,8 @@ def decide_build(
             key=key,
             spec_hash=spec_hash,
             store=store,
-            job_name=_job_name(model, generation, key, jobs),
+            job_name=_job_name(model, generation, key, jobs, retry),
+            retry=retry,
         )
         manifest = render_build_job(request, settings)
         built = ConditionUpdate(
@@ -156,11 +205,29 @@ def decide_build(
             model, generation, (), outcome=outcome, built=built, serving=outcome.build, **common
         )
     message = outcome.message
-    if outcome.state == "failed" and served is not None:
-        message += f"; artifact g{served.generation} keeps serving"
+    failed_build = None
+    if outcome.state == "failed":
+        if served is not None:
+            message += f"; artifact g{served.generation} keeps serving"
+        message += RETRY_HINT
+        failed_build = api.FailedBuild(
+            key=key,
+            retry=retry_of(job),
+            generation=job_generation,
+            job=outcome.job_name,
+            reason=outcome.reason,
+            message=message,
+        )
     built = ConditionUpdate("Built", "False", outcome.reason, message)
     return BuildDecision(
-        model, generation, (), outcome=outcome, built=built, serving=served, **common
+        model,
+        generation,
+        (),
+        outcome=outcome,
+        built=built,
+        serving=served,
+        failed_build=failed_build,
+        **common,
     )
 
 
@@ -374,6 +441,7 @@ def next_status(
             "replicas": replicas,
             "selector": naming.selector_string(naming.server_selector(decision.model.name)),
             "endpoint": endpoint,
+            "failed_build": decision.failed_build,
         }
     )
 

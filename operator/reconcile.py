@@ -1,10 +1,11 @@
 """Reconcile one OptimizedModel: read, decide (planning.py, budget.py: pure), write, record
 status.
 
-Every handler ends up here, for whichever event woke it, the budget timer included; one
-reconcile per model runs at a time, so the timer and the event handlers never race on the
-status. Writes carry the resourceVersion they were decided on, so a decision made on a stale
-read fails with 409 and is retried from a fresh read instead of overwriting newer state.
+Every handler ends up here, for whichever event woke it, the periodic loop's budget ticks
+and resyncs included (periodic.py); one reconcile per model runs at a time, so a tick and the
+event handlers never race on the status. Writes carry the resourceVersion they were decided
+on, so a decision made on a stale read fails with 409 and is retried from a fresh read
+instead of overwriting newer state.
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ from optimodel.operator.planning import (
     BuildDecision,
     build_key_of,
     change_events,
+    current_build_job,
     decide_build,
-    job_for_key,
     next_status,
+    retry_of,
 )
 from optimodel.operator.render import ServingInputs, render_children
 from optimodel.operator.settings import OperatorSettings
@@ -117,8 +119,8 @@ class Reconciler:
         *,
         coalesce: bool = False,
         tick: SpendTick | None = None,
-    ) -> None:
-        """Bring one model to its desired state.
+    ) -> bool:
+        """Bring one model to its desired state; False if the model does not exist.
 
         With `coalesce`, a call that waited while another reconcile of the same model started
         returns at once: that reconcile read the world after this call's event happened.
@@ -127,11 +129,11 @@ class Reconciler:
         seen = state.started
         async with state.lock:
             if coalesce and state.started > seen:
-                return
+                return True
             state.started += 1
             started = time.perf_counter()
             try:
-                await self._reconcile_with_retries(namespace, name, tick)
+                return await self._reconcile_with_retries(namespace, name, tick)
             except Exception:
                 metrics.RECONCILES.labels("error").inc()
                 raise
@@ -150,10 +152,10 @@ class Reconciler:
 
     async def _reconcile_with_retries(
         self, namespace: str, name: str, tick: SpendTick | None
-    ) -> None:
+    ) -> bool:
         for _attempt in range(MAX_ATTEMPTS):
             try:
-                await self._reconcile_once(namespace, name, tick)
+                exists = await self._reconcile_once(namespace, name, tick)
             except KubeError as error:
                 if not error.conflict:
                     raise
@@ -161,7 +163,7 @@ class Reconciler:
                 logger.debug("retrying %s/%s after a conflict: %s", namespace, name, error)
                 continue
             metrics.RECONCILES.labels("ok").inc()
-            return
+            return exists
         raise ReconcileConflictError(
             f"{namespace}/{name} changed during {MAX_ATTEMPTS} reconcile attempts in a row"
         )
@@ -172,16 +174,20 @@ class Reconciler:
         """The model's Jobs, and the pods of the current key's Job once it finished."""
         jobs = await self.api.list(JOBS, namespace, {naming.MODEL: name})
         key = build_key_of(body, self.settings)
-        job = job_for_key(jobs, key, body["metadata"]["uid"]) if key else None
+        uid = body["metadata"]["uid"]
+        job = current_build_job(jobs, key, uid, retry_of(body)) if key else None
         pods: list[Body] = []
         if job is not None and job_state(job) != "running":
             pods = await self.api.list(PODS, namespace, {naming.JOB_NAME: job["metadata"]["name"]})
         return jobs, pods
 
-    async def _reconcile_once(self, namespace: str, name: str, tick: SpendTick | None) -> None:
+    async def _reconcile_once(self, namespace: str, name: str, tick: SpendTick | None) -> bool:
+        """One read-decide-write round; False if the model does not exist."""
         body = await self.api.get(OPTIMIZED_MODELS, namespace, name)
-        if body is None or (body.get("metadata") or {}).get("deletionTimestamp"):
-            return
+        if body is None:
+            return False
+        if (body.get("metadata") or {}).get("deletionTimestamp"):
+            return True
         now = self.clock()
         previous = parse_status(body.get("status"))
         jobs, pods = await self._read_build(body, namespace, name)
@@ -244,7 +250,7 @@ class Reconciler:
                 await self.api.patch(OPTIMIZED_MODELS, namespace, name, patch, subresource="status")
             except KubeError as error:
                 if error.not_found:
-                    return  # deleted meanwhile: its children go with it
+                    return False  # deleted meanwhile: its children go with it
                 raise
         budget_events = budget.events if budget is not None else ()
         for event in (*outcome.events, *recapped, *budget_events):
@@ -253,6 +259,7 @@ class Reconciler:
         self._record_budget(namespace, name, budget, status)
         self._phases[(namespace, name)] = status.phase or "Pending"
         self._publish_phases()
+        return True
 
     def _assess_budget(
         self,

@@ -354,14 +354,14 @@ def budget_annotation_problems(annotations: Mapping[str, Any]) -> list[SpecProbl
     unknown = [
         key
         for key in annotations
-        if key.startswith(f"{api.GROUP}/") and key not in api.BUDGET_ANNOTATIONS
+        if key.startswith(f"{api.GROUP}/") and key not in api.MODEL_ANNOTATIONS
     ]
     for key in unknown:
-        close = difflib.get_close_matches(key, api.BUDGET_ANNOTATIONS, n=1, cutoff=0.6)
+        close = difflib.get_close_matches(key, api.MODEL_ANNOTATIONS, n=1, cutoff=0.6)
         fix = (
             f"did you mean {close[0]!r}?"
             if close
-            else (f"use one of: {', '.join(api.BUDGET_ANNOTATIONS)}")
+            else (f"use one of: {', '.join(api.MODEL_ANNOTATIONS)}")
         )
         problems.append(SpecProblem(f"metadata.annotations[{key}]", "unknown annotation", fix))
     return problems

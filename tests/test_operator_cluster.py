@@ -556,7 +556,9 @@ def test_of_two_peered_operators_only_the_higher_priority_one_acts(cluster: Clus
     standby, active = RecordedEvents(), RecordedEvents()
 
     def peered(priority: int) -> dict[str, Any]:
-        return {"peering": {"name": "optimodel", "standalone": False, "priority": priority}}
+        # Budget ticks every second: the periodic loop asks the peering (get) who acts.
+        peering = {"name": "optimodel", "standalone": False, "priority": priority}
+        return {"peering": peering, "budgetIntervalSeconds": 1}
 
     def priorities() -> set[int]:
         peering = cluster.http.call("GET", "/apis/kopf.dev/v1/clusterkopfpeerings/optimodel")
@@ -578,6 +580,8 @@ def test_of_two_peered_operators_only_the_higher_priority_one_acts(cluster: Clus
         wait_until(
             lambda: standby.reasons("second") == ["BuildStarted"], what="the standby takes over"
         )
+        # Its periodic loop asks the peering who acts before each round of budget ticks.
+        wait_until(lambda: ("kopf.dev", "clusterkopfpeerings", "get") in used_permissions(cluster))
     assert len(cluster.http.jobs(NS, "first")) == 1
     peering = {used for used in used_permissions(cluster) if used[0] == "kopf.dev"}
     granted = {(p.api_group, p.resource, verb) for p in permissions.CLUSTER for verb in p.verbs}
@@ -597,11 +601,12 @@ def test_namespaced_mode_serves_only_its_namespaces(cluster: Cluster) -> None:
         {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering", "metadata": {"name": "optimodel"}},
     )
     peering = {"name": "optimodel", "standalone": False, "priority": 1}
-    with cluster.operator(namespaces=[NS], peering=peering):
+    with cluster.operator(namespaces=[NS], peering=peering, budgetIntervalSeconds=1):
         cluster.http.create(MODELS, "other", manifest("elsewhere"))
         cluster.ready("minilm")
         assert cluster.http.jobs("other", "elsewhere") == []
         assert "status" not in cluster.http.model("other", "elsewhere")
+        wait_until(lambda: ("kopf.dev", "kopfpeerings", "get") in used_permissions(cluster))
     used = used_permissions(cluster)
     namespaced_only = {
         (p.api_group, p.resource, verb)
@@ -702,7 +707,7 @@ def test_the_operator_uses_exactly_the_permissions_table(cluster: Cluster) -> No
             ("kopf.dev", "clusterkopfpeerings"),
             ("", "namespaces"),
         )
-        for verb in ("list", "watch", "patch")
+        for verb in ("get", "list", "watch", "patch")
         if (group, resource, verb) in table
     }
     assert table - used == unexercised

@@ -421,3 +421,82 @@ def test_report_without_signature_is_not_served() -> None:
     message = json.dumps({"reason": "Built", "report": report})
     outcome = observe_build(job(body, 1, "succeeded"), [pod(0, message)], "pvc://a", 1)
     assert (outcome.state, outcome.reason) == ("failed", "ReportIncomplete")
+
+
+# --- a failed build is not built again until asked ----------------------------------------
+
+
+def gate_failure(body: dict[str, Any], name: str = "minilm-build-g1") -> dict[str, Any]:
+    failed = job(body, 1, "failed")
+    failed["metadata"]["name"] = name
+    return failed
+
+
+def with_retry(body: dict[str, Any], value: str) -> dict[str, Any]:
+    body["metadata"]["annotations"] = {api.RETRY_BUILD: value}
+    return body
+
+
+def failed_once(body: dict[str, Any]) -> api.OptimizedModelStatus:
+    """The status after the reconcile that saw the first build fail."""
+    decision = decide_build(
+        body, api.OptimizedModelStatus(), [gate_failure(body)], [pod(3, "low")], SETTINGS
+    )
+    assert decision.failed_build is not None and decision.failed_build.retry == ""
+    assert api.RETRY_BUILD in decision.built.message
+    return api.OptimizedModelStatus(failed_build=decision.failed_build)
+
+
+def test_a_failed_build_whose_job_is_gone_is_not_built_again() -> None:
+    body = model()
+    status = failed_once(body)
+    decision = decide_build(body, status, [], [], SETTINGS)  # the TTL controller struck
+    assert decision.job_to_create is None
+    assert decision.failed_build == status.failed_build
+    assert decision.built.status == "False" and decision.built.reason == "BuildFailed"
+    assert status.failed_build is not None
+    assert decision.built.message == status.failed_build.message  # no new Event
+    # A spec change is a new build.
+    changed = model(generation=2, optimize={"accuracy": {"min": 0.9}})
+    assert decide_build(changed, status, [], [], SETTINGS).job_to_create is not None
+
+
+def test_a_new_retry_value_builds_the_same_spec_once_more() -> None:
+    body = model()
+    status = failed_once(body)
+    retried = with_retry(model(), "1")
+    # The failed Job still exists: its name is taken, so the retry gets a name of its own.
+    decision = decide_build(retried, status, [gate_failure(body)], [], SETTINGS)
+    assert decision.job_to_create is not None
+    meta = decision.job_to_create["metadata"]
+    assert meta["annotations"][api.RETRY_BUILD] == "1"
+    assert meta["name"] != "minilm-build-g1"
+    assert len(meta["name"]) <= 63
+    # That Job running is the current build (no third Job); after it fails, it is the record.
+    again = dict(decision.job_to_create, status={})
+    assert decide_build(retried, status, [gate_failure(body), again], [], SETTINGS).outcome
+    failed_again = gate_failure(body, meta["name"])
+    failed_again["metadata"]["annotations"][api.RETRY_BUILD] = "1"
+    record = decide_build(retried, status, [failed_again], [pod(3, "low")], SETTINGS).failed_build
+    assert record is not None and record.retry == "1" and record.job == meta["name"]
+    gone = decide_build(retried, api.OptimizedModelStatus(failed_build=record), [], [], SETTINGS)
+    assert gone.job_to_create is None
+
+
+def test_a_retry_value_never_duplicates_a_running_or_successful_build() -> None:
+    body = model()
+    running = job(body, 1, "running")
+    decision = decide_build(
+        with_retry(model(), "x"), api.OptimizedModelStatus(), [running], [], SETTINGS
+    )
+    assert decision.job_to_create is None and decision.outcome is not None
+    assert decision.outcome.state == "running" and decision.failed_build is None
+    done = job(body, 1, "succeeded")
+    decision = decide_build(
+        with_retry(model(), "x"),
+        api.OptimizedModelStatus(),
+        [done],
+        [pod(0, success_message(body))],
+        SETTINGS,
+    )
+    assert decision.job_to_create is None and decision.built.status == "True"

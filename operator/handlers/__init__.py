@@ -11,12 +11,10 @@ import kopf
 from kubernetes import client as k8s
 
 from optimodel.operator.handlers import (
-    on_budget_timer,
     on_build_job,
     on_login,
     on_model_change,
-    on_model_deleted,
-    on_resync_timer,
+    on_model_event,
     on_serving_child,
 )
 from optimodel.operator.settings import OperatorSettings
@@ -30,6 +28,6 @@ def register(
     on_model_change.register(registry)
     on_build_job.register(registry)
     on_serving_child.register(registry)
-    on_resync_timer.register(registry, settings.resync_seconds)
-    on_budget_timer.register(registry, settings.budget_interval_seconds)
-    on_model_deleted.register(registry)
+    # No Kopf timers (they bring Kopf's finalizer): resyncs and budget ticks run in the
+    # periodic loop (periodic.py), fed with the models this watch sees.
+    on_model_event.register(registry)

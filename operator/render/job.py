@@ -53,6 +53,8 @@ class BuildRequest:
     spec_hash: str
     store: ArtifactStore
     job_name: str
+    # The model's optimodel.io/retry-build annotation when the Job was created ("" unset).
+    retry: str = ""
 
     @property
     def artifact_uri(self) -> str:
@@ -189,6 +191,7 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
             annotations={
                 naming.ARTIFACT: request.artifact_uri,
                 naming.SPEC_HASH: request.spec_hash,
+                **({api.RETRY_BUILD: request.retry} if request.retry else {}),
             },
         ),
         "spec": {
