@@ -197,8 +197,8 @@ class FailedBuild(SpecModel):
     )
     generation: int = Field(ge=0, description="metadata.generation the Job was created for.")
     job: str = Field(description="Name of the failed Job.")
-    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$", max_length=1024)
-    message: str = Field(default="", max_length=32768)
+    reason: str = Field(max_length=1024, description="The Built condition's reason.")
+    message: str = Field(default="", max_length=32768, description="Its message.")
 
 
 class CostStatus(SpecModel):

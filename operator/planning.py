@@ -204,6 +204,21 @@ def decide_build(
         return BuildDecision(
             model, generation, (), outcome=outcome, built=built, serving=outcome.build, **common
         )
+    if outcome.state == "failed" and _same_failure(failed, key, outcome.job_name, retry_of(job)):
+        # A finished Job's verdict cannot change; its pods may be gone by now (the TTL
+        # controller deletes them with the Job), so the first reading stands.
+        assert failed is not None
+        built = ConditionUpdate("Built", "False", failed.reason, failed.message)
+        return BuildDecision(
+            model,
+            generation,
+            (),
+            outcome=outcome,
+            built=built,
+            serving=served,
+            failed_build=failed,
+            **common,
+        )
     message = outcome.message
     failed_build = None
     if outcome.state == "failed":
@@ -229,6 +244,10 @@ def decide_build(
         failed_build=failed_build,
         **common,
     )
+
+
+def _same_failure(failed: api.FailedBuild | None, key: str, job: str, retry: str) -> bool:
+    return failed is not None and (failed.key, failed.job, failed.retry) == (key, job, retry)
 
 
 def build_key_of(body: Mapping[str, Any], settings: OperatorSettings) -> str | None:

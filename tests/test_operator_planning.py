@@ -500,3 +500,15 @@ def test_a_retry_value_never_duplicates_a_running_or_successful_build() -> None:
         SETTINGS,
     )
     assert decision.job_to_create is None and decision.built.status == "True"
+
+
+def test_a_failed_jobs_first_reading_stands_when_its_pods_are_gone() -> None:
+    """The TTL controller deletes a Job's pods with it: a reconcile that still lists the Job
+    but no longer its pods keeps the builder's own message (no new Event, no write)."""
+    body = model()
+    status = failed_once(body)
+    decision = decide_build(body, status, [gate_failure(body)], [], SETTINGS)
+    assert decision.failed_build == status.failed_build
+    assert status.failed_build is not None
+    assert decision.built.message == status.failed_build.message
+    assert "low" in decision.built.message
