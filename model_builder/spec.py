@@ -14,6 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from optimodel.model_builder import patterns
+from optimodel.model_builder.serving_target import (
+    RECIPES_BY_TARGET,
+    RecipeName,
+    mode_refusal,
+    serving_target,
+)
 
 Task = Literal["feature-extraction", "text-classification"]
 PruneMethod = Literal["none", "magnitude", "structured"]
@@ -22,6 +28,8 @@ RecoveryMethod = Literal["none", "distillation"]
 QuantizeMode = Literal[
     "none", "int8-dynamic", "int8-static", "fp16", "int8-weight-only", "int4-weight-only"
 ]
+RecipeChoice = Literal["auto", RecipeName]
+Accelerator = Literal["none", "tensorrt"]
 AccuracyMetric = Literal["cosine", "top1-agreement", "accuracy"]
 DataFormat = Literal["jsonl", "csv"]
 
@@ -112,11 +120,13 @@ class Prune(SpecModel):
 class Quantize(SpecModel):
     """Numeric precision of the exported graph."""
 
-    mode: QuantizeMode = Field(
-        default="int8-dynamic",
+    mode: QuantizeMode | None = Field(
+        default=None,
         description=(
-            "int8-dynamic (CPU/GPU, no calibration), int8-static (needs calibrationData), "
-            "fp16 (GPU serving), int8/int4-weight-only (MatMulNBits), none (fp32)."
+            "Unset: optimize.recipe decides (auto searches the serving target's recipes). Set, it "
+            "wins: int8-dynamic / int8-static (CPU serving; static needs calibrationData), fp16 "
+            "(GPU serving), int8/int4-weight-only (MatMulNBits, where the served onnxruntime "
+            "has the kernel), none (fp32)."
         ),
     )
     per_channel: bool = Field(
@@ -175,6 +185,24 @@ class DataRef(SpecModel):
 class Optimize(SpecModel):
     """The optimization pipeline: prune, export, quantize, then gate on accuracy."""
 
+    recipe: RecipeChoice = Field(
+        default="auto",
+        description=(
+            "auto: build every candidate recipe for the serving target (CPU: int8 variants and "
+            "fused fp32; GPU: fp16 fused/plain and fused fp32), gate and benchmark each, publish "
+            "the fastest that passes. A recipe name builds that candidate only. An explicit "
+            "quantize.mode wins over both."
+        ),
+    )
+    search_seconds: int = Field(
+        default=180,
+        ge=1,
+        le=3600,
+        description=(
+            "Time recipe auto may spend on candidates; those not started by then are skipped "
+            "(recorded in report.json as such)."
+        ),
+    )
     prune: Prune = Field(default_factory=Prune, description="Weight removal before export.")
     quantize: Quantize = Field(default_factory=Quantize, description="Numeric precision.")
     accuracy: AccuracyGate = Field(
@@ -222,7 +250,13 @@ class Serving(SpecModel):
         description="How long a request may wait for a fuller batch.",
     )
     instances: int = Field(
-        default=1, ge=1, le=16, description="Model instances per replica (instance_group count)."
+        default=1,
+        ge=1,
+        le=16,
+        description=(
+            "Model instances (instance_group count): on each GPU of the replica when "
+            "gpu.count > 0 (gpu.count x instances in all), per replica on CPU."
+        ),
     )
     response_cache: bool = Field(
         default=False, description="Enable Triton's response cache for repeated inputs."
@@ -233,6 +267,14 @@ class Serving(SpecModel):
         max_length=512,
         description="Triton image override (registry/path:tag[@digest]); defaults to the "
         "operator's setting.",
+    )
+    accelerator: Accelerator = Field(
+        default="none",
+        description=(
+            "GPU execution accelerator of Triton's onnxruntime backend: none (CUDA provider) or "
+            "tensorrt (FP16 engines built at load, cached; profile shapes from maxBatchSize x "
+            "source.maxSequenceLength)."
+        ),
     )
 
 
@@ -319,7 +361,16 @@ def build_spec_problems(
                 "set serving.gpu.count >= 1, or use int8-dynamic for CPU",
             )
         )
-    if quantize.keep_fp32_nodes and not quantize.mode.startswith("int8"):
+    if quantize.keep_fp32_nodes and quantize.mode is None:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.quantize.keepFp32Nodes",
+                "keepFp32Nodes applies to an explicit int8 quantize.mode; recipe auto tries its "
+                "own ladder of kept MatMuls",
+                "remove keepFp32Nodes, or set quantize.mode: int8-dynamic / int8-static",
+            )
+        )
+    elif quantize.keep_fp32_nodes and not (quantize.mode or "").startswith("int8"):
         problems.append(
             SpecProblem(
                 f"{prefix}.optimize.quantize.keepFp32Nodes",
@@ -327,6 +378,7 @@ def build_spec_problems(
                 "remove keepFp32Nodes or use int8-dynamic / int8-static",
             )
         )
+    problems.extend(target_problems(optimize, serving, prefix))
     prune = optimize.prune
     if prune.method != "none" and prune.sparsity == 0.0:
         problems.append(
@@ -368,6 +420,51 @@ def build_spec_problems(
                 f"{prefix}.serving.preferredBatchSizes",
                 "preferredBatchSizes needs dynamicBatching",
                 "set dynamicBatching: true or remove preferredBatchSizes",
+            )
+        )
+    return problems
+
+
+def target_problems(
+    optimize: Optimize, serving: Serving, prefix: str = "spec"
+) -> list[SpecProblem]:
+    """What the serving target (serving.gpu.count) cannot run: modes, recipes, accelerators."""
+    problems: list[SpecProblem] = []
+    target = serving_target(serving.gpu.count)
+    where = f"{target.upper()} serving (serving.gpu.count {serving.gpu.count})"
+    mode = optimize.quantize.mode
+    refusal = None if mode is None else mode_refusal(mode, target)
+    if refusal is not None:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.quantize.mode",
+                refusal.reason,
+                refusal.fix,
+            )
+        )
+    recipe = optimize.recipe
+    if recipe != "auto" and mode is not None:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.recipe",
+                f"recipe {recipe!r} and quantize.mode {mode!r} are both set; the mode would win",
+                "keep one of optimize.recipe and optimize.quantize.mode",
+            )
+        )
+    elif recipe != "auto" and recipe not in RECIPES_BY_TARGET[target]:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.optimize.recipe",
+                f"recipe {recipe!r} is not a {target.upper()} recipe, and {where} decides",
+                f"use auto or one of: {', '.join(RECIPES_BY_TARGET[target])}",
+            )
+        )
+    if serving.accelerator == "tensorrt" and target == "cpu":
+        problems.append(
+            SpecProblem(
+                f"{prefix}.serving.accelerator",
+                "tensorrt is a GPU accelerator and serving.gpu.count is 0",
+                "set serving.gpu.count >= 1, or accelerator: none",
             )
         )
     return problems

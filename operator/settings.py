@@ -24,6 +24,7 @@ from optimodel.model_builder.documents import (
 )
 from optimodel.model_builder.patterns import pattern_search
 from optimodel.model_builder.served.configs import DEFAULT_RESPONSE_CACHE_BYTES
+from optimodel.model_builder.serving_target import SERVED_ONNXRUNTIME
 from optimodel.model_builder.spec import GPU_TYPE_PATTERN, SpecModel
 from optimodel.operator.api import PvcStorage, SecretKeyRef, Storage
 from optimodel.operator.autoscaling import DEFAULT_PROMETHEUS_ADDRESS, PrometheusSource
@@ -423,7 +424,8 @@ class OperatorSettings(SpecModel):
         min_length=1,
         description="Triton serving image: nvcr.io/nvidia/tritonserver:24.10-py3 plus the "
         "tokenizer step's pinned packages (images/triton.Dockerfile); spec.serving.image "
-        "overrides it per model and must carry the same packages.",
+        "overrides it per model and must carry the same packages. The quantize-mode rules "
+        f"assume its onnxruntime ({SERVED_ONNXRUNTIME}).",
     )
     s3_sync_image: str = Field(
         default="amazon/aws-cli:2.22.35",

@@ -34,14 +34,17 @@ def _one_thread() -> Iterator[None]:
 
 
 def _build_spec(**optimize: Any) -> dict[str, Any]:
+    """An explicit int8-dynamic build for CPU serving: the Job's mechanics, not the search."""
     return {
         "name": "tiny",
         "source": {"uri": f"file://{tiny_model_dir('bert')}", "task": "feature-extraction"},
         "optimize": {
             "accuracy": {"metric": "cosine", "min": 0.9},
             "evalData": {"uri": "builtin://eval-texts", "maxSamples": 32},
+            "quantize": {"mode": "int8-dynamic"},
             **optimize,
         },
+        "serving": {"gpu": {"count": 0}},
     }
 
 
@@ -216,7 +219,12 @@ def test_invalid_manifest_lists_every_problem(tmp_path: Path) -> None:
     with pytest.raises(ManifestError) as caught:
         build_spec_from_manifest(path)
     paths = {problem.path for problem in caught.value.problems}
-    assert paths == {"spec.optimize.calibrationData", "spec.optimize.prune.sparsity"}
+    # int8-static is also refused for the default GPU serving (gpu.count 1)
+    assert paths == {
+        "spec.optimize.calibrationData",
+        "spec.optimize.prune.sparsity",
+        "spec.optimize.quantize.mode",
+    }
 
 
 def test_cli_build_shows_results_and_publishes(tmp_path: Path) -> None:

@@ -372,7 +372,7 @@ def test_source_change_rebuilds_and_switches_only_after_success(
     cluster: Cluster, operator: OperatorThread
 ) -> None:
     cluster.ready("minilm")
-    cluster.patch_spec("minilm", {"optimize": {"quantize": {"mode": "int8-weight-only"}}})
+    cluster.patch_spec("minilm", {"optimize": {"quantize": {"mode": "int4-weight-only"}}})
     _, job = cluster.wait_jobs("minilm", 2)
     assert job["metadata"]["annotations"][naming.ARTIFACT].endswith("/ml/minilm/g2")
     cluster.wait_condition("minilm", "Built", "False", "Building", generation=2)

@@ -55,7 +55,7 @@ def model(generation: int = 1, status: dict[str, Any] | None = None, **spec: Any
 
 def key_and_hash(body: dict[str, Any]) -> tuple[str, str]:
     spec = parse_spec(body)
-    spec_hash = build_inputs_hash(spec.source, spec.optimize)
+    spec_hash = build_inputs_hash(spec.source, spec.optimize, spec.serving)
     return build_key(spec_hash, ArtifactStore.for_model(spec.storage, SETTINGS)), spec_hash
 
 
@@ -246,7 +246,7 @@ def test_serving_only_change_needs_no_build() -> None:
 def test_source_change_builds_and_keeps_serving_the_old_artifact() -> None:
     old = model(generation=1)
     status = served(old, 1)
-    new = model(generation=2, optimize={"quantize": {"mode": "int8-weight-only"}})
+    new = model(generation=2, optimize={"quantize": {"mode": "int4-weight-only"}})
     decision = decide_build(new, status, [job(old, 1, "succeeded")], [], SETTINGS)
     assert decision.job_to_create is not None
     assert decision.job_to_create["metadata"]["name"] == "minilm-build-g2"
@@ -266,7 +266,7 @@ def test_failed_gate_keeps_the_old_artifact() -> None:
 
 def test_new_build_switches_serving_after_success() -> None:
     old = model(generation=1)
-    new = model(generation=2, optimize={"quantize": {"mode": "int8-weight-only"}})
+    new = model(generation=2, optimize={"quantize": {"mode": "int4-weight-only"}})
     decision = decide_build(
         new, served(old, 1), [job(new, 2, "succeeded")], [pod(0, success_message(new))], SETTINGS
     )

@@ -226,7 +226,7 @@ def test_all_problems_are_reported_at_once() -> None:
 
 def test_defaults_are_applied_like_the_api_server() -> None:
     spec = parse_spec({"spec": {"source": {"uri": "hf://a/b", "task": "feature-extraction"}}})
-    assert spec.optimize.quantize.mode == "int8-dynamic"
+    assert spec.optimize.quantize.mode is None and spec.optimize.recipe == "auto"
     assert spec.optimize.accuracy.min == 0.99
     assert spec.serving.max_batch_size == 32
     assert spec.autoscaling.max_replicas == 8
