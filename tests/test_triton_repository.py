@@ -24,7 +24,7 @@ from optimodel.model_builder.served.configs import render_served_configs
 from optimodel.model_builder.served.layout import ServedNames
 from optimodel.model_builder.spec import Gpu, Serving
 from optimodel.model_builder.triton_config import render_triton_config
-from tests.triton_models import tiny_signature, write_built_repository
+from tests.triton_models import MAX_LENGTH, tiny_signature, write_built_repository
 
 
 def _built(tmp_path: Path, serving: Serving, *, passed: bool = True, onnx: bool = True) -> Path:
@@ -202,3 +202,25 @@ def _free() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def test_a_tensorrt_config_reads_back_and_rerenders_the_same(tmp_path: Path) -> None:
+    """`optimodel tune` re-renders the built configs from what it reads back: the GPUs, the
+    TensorRT block and the largest-profile warmup of the model step survive."""
+    serving = Serving(gpu=Gpu(count=2), accelerator="tensorrt", max_batch_size=16)
+    (model,) = find_built_models(_built(tmp_path, serving))
+    names = ServedNames.of("tiny")
+    text = model.layout.config(names.model).read_text()
+    accelerator = parse_config_text(text).optimization.execution_accelerators
+    assert accelerator.gpu_execution_accelerator[0].name == "tensorrt"
+
+    assert model.serving.accelerator == "tensorrt" and model.serving.gpu.count == 2
+    assert model.warmup_sequence_length == 16 and model.max_sequence_length == MAX_LENGTH
+    again = render_served_configs(
+        "tiny",
+        model.task,
+        model.signature,
+        model.serving,
+        max_sequence_length=model.max_sequence_length,
+    )
+    assert again[names.model] == text

@@ -77,7 +77,8 @@ def assemble_served_repository(
     """Lay out `staging/<name>/` (the served repository of `name`) and return it."""
     layout = ServedRepository.at(staging / name)
     tokenize = tokenize_settings(tokenizer, max_length)
-    for model_name, text in render_served_configs(name, task, signature, serving).items():
+    configs = render_served_configs(name, task, signature, serving, max_sequence_length=max_length)
+    for model_name, text in configs.items():
         layout.version(model_name).mkdir(parents=True)
         layout.config(model_name).write_text(text)
     shutil.copyfile(model, layout.onnx)

@@ -156,13 +156,16 @@ def render_model_step_config(
     signature: ModelSignature,
     serving: Serving,
     backend: Backend = "onnxruntime",
+    max_sequence_length: int | None = None,
 ) -> str:
-    """`<name>-model`: the raw-tensor model (the cache lives on the ensemble, not here)."""
+    """`<name>-model`: the raw-tensor model (the cache lives on the ensemble, not here); the
+    TensorRT accelerator's profile shapes need the source's `max_sequence_length`."""
     return render_triton_config(
         names.model,
         signature,
         serving.model_copy(update={"response_cache": False}),
         backend=backend,
+        max_sequence_length=max_sequence_length,
     )
 
 
@@ -179,13 +182,19 @@ def render_text_model_config(
 
 
 def render_served_configs(
-    name: str, task: Task, signature: ModelSignature, serving: Serving
+    name: str,
+    task: Task,
+    signature: ModelSignature,
+    serving: Serving,
+    max_sequence_length: int | None = None,
 ) -> dict[str, str]:
     """Every config of the served repository of `name`, by model name (the cluster's set)."""
     names = ServedNames.of(name)
     return {
         names.ensemble: render_ensemble_config(names, task, signature, serving),
         names.tokenize: render_tokenizer_config(names, signature, serving),
-        names.model: render_model_step_config(names, signature, serving),
+        names.model: render_model_step_config(
+            names, signature, serving, max_sequence_length=max_sequence_length
+        ),
         names.postprocess: render_postprocess_config(names, task, signature, serving),
     }

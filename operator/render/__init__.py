@@ -77,6 +77,7 @@ def render_children(inputs: ServingInputs) -> list[Manifest]:
         inputs.spec.source.task,
         inputs.build.signature,
         inputs.spec.serving,
+        max_sequence_length=inputs.spec.source.max_sequence_length,
     )
     deployment = render_triton_deployment(
         TritonDeploymentInputs(

@@ -18,10 +18,17 @@ from optimodel.operator.render.common import Manifest, ModelRef, content_hash, m
 
 
 def served_triton_configs(
-    model: str, task: Task, signature: ModelSignature, serving: Serving
+    model: str,
+    task: Task,
+    signature: ModelSignature,
+    serving: Serving,
+    max_sequence_length: int | None = None,
 ) -> dict[str, str]:
-    """Every config.pbtxt for the cluster image (onnxruntime model step), by Triton model."""
-    return render_served_configs(model, task, signature, serving)
+    """Every config.pbtxt for the cluster image (onnxruntime model step), by Triton model; the
+    TensorRT accelerator's profile shapes need the source's max_sequence_length."""
+    return render_served_configs(
+        model, task, signature, serving, max_sequence_length=max_sequence_length
+    )
 
 
 def configs_hash(configs: dict[str, str]) -> str:

@@ -59,6 +59,8 @@ class BuiltModel:
     serving: Serving
     warmup_sequence_length: int | None
     report: BuildReport | None
+    # The TensorRT profile's longest input (its warmup sample), when the config has one.
+    max_sequence_length: int | None = None
 
     @property
     def directory(self) -> Path:
@@ -195,9 +197,13 @@ def read_built_model(directory: Path) -> BuiltModel:
         for group in model_config.instance_group
     )
     batching = model_config.HasField("dynamic_batching")
+    gpus = max((len(group.gpus) for group in model_config.instance_group), default=0)
+    accelerators = model_config.optimization.execution_accelerators.gpu_execution_accelerator
     serving = Serving(
-        # Configs carry only whether the model step runs on a GPU, not how many per replica.
-        gpu=Gpu(count=1 if on_gpu else 0),
+        # The model step lists the replica's GPUs (older builds only its kind) and keeps the
+        # TensorRT accelerator, so a re-render (optimodel tune) keeps both.
+        gpu=Gpu(count=(gpus or 1) if on_gpu else 0),
+        accelerator="tensorrt" if any(a.name == "tensorrt" for a in accelerators) else "none",
         max_batch_size=model_config.max_batch_size,
         dynamic_batching=batching,
         preferred_batch_sizes=list(model_config.dynamic_batching.preferred_batch_size),
@@ -206,10 +212,13 @@ def read_built_model(directory: Path) -> BuiltModel:
         response_cache=ensemble_config.response_cache.enable,
     )
     warmup: int | None = None
-    for sample in model_config.model_warmup:
+    longest: int | None = None
+    for index, sample in enumerate(model_config.model_warmup):
         for tensor in sample.inputs.values():
-            if len(tensor.dims) >= 1:
+            if len(tensor.dims) >= 1 and index == 0:
                 warmup = int(tensor.dims[0])
+            elif len(tensor.dims) >= 1:
+                longest = int(tensor.dims[0])
     return BuiltModel(
         name=names.ensemble,
         layout=layout,
@@ -218,6 +227,7 @@ def read_built_model(directory: Path) -> BuiltModel:
         serving=serving,
         warmup_sequence_length=warmup,
         report=report,
+        max_sequence_length=longest,
     )
 
 

@@ -252,7 +252,11 @@ def _rewrite_batching(model: BuiltModel, config: ServingConfig) -> None:
     on a GPU is kept from the built config (read back into `model.serving.gpu`).
     """
     configs = render_served_configs(
-        model.name, model.task, model.signature, configured_variant(model, config).serving
+        model.name,
+        model.task,
+        model.signature,
+        configured_variant(model, config).serving,
+        max_sequence_length=model.max_sequence_length,
     )
     for name, text in configs.items():
         model.layout.config(name).write_text(text)
