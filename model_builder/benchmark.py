@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from optimodel.model_builder.evaluate import onnx_session
+from optimodel.model_builder.evaluate import Device, onnx_session
 from optimodel.model_builder.modeling import TaskModel, TokenBatch
 from optimodel.model_builder.report import Measurement
 
@@ -70,8 +70,8 @@ def torch_runner(task_model: TaskModel) -> Runner:
     return run
 
 
-def onnx_runner(path: Path, threads: int) -> Runner:
-    session = onnx_session(path, threads)
+def onnx_runner(path: Path, threads: int, device: Device = "cpu") -> Runner:
+    session = onnx_session(path, threads, device=device)
 
     def run(batch: TokenBatch) -> object:
         return session.run(None, batch.feeds())

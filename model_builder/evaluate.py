@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -30,8 +30,28 @@ class Score:
     samples: int
 
 
-def onnx_session(path: Path, threads: int | None = None, *, spinning: bool = True) -> Any:
-    """An onnxruntime CPU session with all graph optimizations (fusion happens here).
+Device = Literal["cpu", "gpu"]
+
+
+def cuda_provider_available() -> bool:
+    """Whether this onnxruntime can run on a GPU (the CUDA execution provider is present)."""
+    import onnxruntime
+
+    return "CUDAExecutionProvider" in onnxruntime.get_available_providers()
+
+
+def execution_providers(device: Device) -> list[str]:
+    """Providers for `device`: CUDA (CPU fallback) for gpu when present, else the CPU."""
+    if device == "gpu" and cuda_provider_available():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
+
+
+def onnx_session(
+    path: Path, threads: int | None = None, *, spinning: bool = True, device: Device = "cpu"
+) -> Any:
+    """An onnxruntime session with all graph optimizations (fusion happens here), on the CPU
+    provider, or on the CUDA provider for device gpu when this onnxruntime has it.
 
     Without `spinning`, idle worker threads sleep instead of busy-waiting: a little slower
     per call, much kinder to a machine shared with other work (evaluation is not timed).
@@ -45,7 +65,7 @@ def onnx_session(path: Path, threads: int | None = None, *, spinning: bool = Tru
     if threads is not None:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
-    return onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return onnxruntime.InferenceSession(str(path), options, providers=execution_providers(device))
 
 
 def onnx_outputs(
@@ -56,9 +76,10 @@ def onnx_outputs(
     *,
     threads: int | None = None,
     batch_size: int = 32,
+    device: Device = "cpu",
 ) -> FloatArray:
     """The ONNX model's outputs for `texts`, in order."""
-    session = onnx_session(path, threads, spinning=False)
+    session = onnx_session(path, threads, spinning=False, device=device)
     results: list[FloatArray | None] = [None] * len(texts)
     for indices, batch in length_sorted_batches(tokenizer, texts, max_length, batch_size):
         (output,) = session.run(None, batch.feeds())

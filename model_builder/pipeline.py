@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import importlib.metadata
 import platform
+import shutil
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -29,6 +30,7 @@ from optimodel.model_builder.benchmark import (
     onnx_runner,
     torch_runner,
 )
+from optimodel.model_builder.cpu_recipe import CPU_RECIPES
 from optimodel.model_builder.data import (
     DEFAULT_CALIBRATION_DATA,
     DEFAULT_EVAL_DATA,
@@ -37,11 +39,14 @@ from optimodel.model_builder.data import (
 )
 from optimodel.model_builder.errors import (
     AccuracyGateError,
+    BuildError,
     InvalidBuildSpecError,
     UnsupportedQuantizationError,
 )
 from optimodel.model_builder.evaluate import (
+    Device,
     Score,
+    cuda_provider_available,
     gate_verdict,
     label_ids,
     onnx_outputs,
@@ -49,8 +54,11 @@ from optimodel.model_builder.evaluate import (
     shortfall,
 )
 from optimodel.model_builder.export import export_onnx
+from optimodel.model_builder.fusion import attention_shape
+from optimodel.model_builder.gpu_recipe import GPU_RECIPES
 from optimodel.model_builder.input_guard import guard_model_file
 from optimodel.model_builder.load import LoadedModel, load_model
+from optimodel.model_builder.machine import describe_machine
 from optimodel.model_builder.modeling import (
     FloatArray,
     TaskModel,
@@ -68,6 +76,14 @@ from optimodel.model_builder.quantize import (
     quantize_weight_only,
     weight_matmuls,
 )
+from optimodel.model_builder.recipe import Recipe, RecipeInputs
+from optimodel.model_builder.recipe_search import (
+    SEARCH_BENCHMARK,
+    SearchResult,
+    SearchSettings,
+    gate_miss,
+    search_recipes,
+)
 from optimodel.model_builder.recover import distill
 from optimodel.model_builder.report import (
     AccuracyResult,
@@ -84,6 +100,7 @@ from optimodel.model_builder.repository import (
     staging_directory,
 )
 from optimodel.model_builder.served.artifact import assemble_served_repository
+from optimodel.model_builder.serving_target import Target, serving_target
 from optimodel.model_builder.spec import BuildSpec, build_spec_problems
 from optimodel.model_builder.triton_config import ModelSignature
 
@@ -238,9 +255,10 @@ class _Reference:
         texts = self.eval_set.texts
         return self.score(torch_outputs(model, self.loaded.tokenizer, texts, self.max_length))
 
-    def score_onnx(self, path: Path) -> Score:
+    def score_onnx(self, path: Path, device: Device = "cpu") -> Score:
         texts = self.eval_set.texts
-        return self.score(onnx_outputs(path, self.loaded.tokenizer, texts, self.max_length))
+        outputs = onnx_outputs(path, self.loaded.tokenizer, texts, self.max_length, device=device)
+        return self.score(outputs)
 
 
 def _load_eval(loaded: LoadedModel, spec: BuildSpec) -> tuple[TextSet, list[int] | None]:
@@ -260,6 +278,8 @@ def _calibration_texts(spec: BuildSpec) -> list[str]:
         optimize.prune.method == "structured"
         or optimize.quantize.mode == "int8-static"
         or optimize.quantize.keep_fp32_nodes > 0
+        # recipe auto's keep-fp32 ladder ranks MatMuls on calibration texts
+        or (optimize.quantize.mode is None and serving_target(spec.serving.gpu.count) == "cpu")
     )
     if not needed:
         return []
@@ -374,6 +394,94 @@ def input_limits(loaded: LoadedModel) -> InputLimits:
     return InputLimits(vocab_size=loaded.vocab_size, max_sequence_length=loaded.max_positions)
 
 
+def recipes_for(spec: BuildSpec) -> tuple[Recipe, ...]:
+    """The candidates of the spec's serving target, or the one recipe it names."""
+    target = serving_target(spec.serving.gpu.count)
+    recipes = CPU_RECIPES if target == "cpu" else GPU_RECIPES
+    if spec.optimize.recipe == "auto":
+        return recipes
+    return tuple(recipe for recipe in recipes if recipe.name == spec.optimize.recipe)
+
+
+def _sensitivity_ranking(
+    exported: Path, reference: _Reference, calibration: list[str]
+) -> Callable[[], list[str]]:
+    def rank() -> list[str]:
+        texts = calibration[:SENSITIVITY_TEXTS]
+        tokenizer, max_length = reference.loaded.tokenizer, reference.max_length
+        batches = [b for _, b in length_sorted_batches(tokenizer, texts, max_length, 32)]
+        return [name for name, _ in matmul_sensitivity(exported, batches, per_channel=True)]
+
+    return rank
+
+
+def _search_step(
+    run: _Run,
+    reference: _Reference,
+    model: TaskModel,
+    exported: Path,
+    artifact: Path,
+    calibration: list[str],
+    search_benchmark: BenchmarkSettings,
+) -> SearchResult:
+    """recipe auto (or a named recipe): build, gate and time the target's candidates."""
+    spec = run.spec
+    target = serving_target(spec.serving.gpu.count)
+    device: Device = "gpu" if target == "gpu" and cuda_provider_available() else "cpu"
+    recipes = recipes_for(spec)
+    tokenizer, texts = reference.loaded.tokenizer, reference.eval_set.texts
+    length = search_benchmark.sequence_length
+    batches = (
+        benchmark_batch(tokenizer, texts, 1, length),
+        benchmark_batch(tokenizer, texts, search_benchmark.batch_size, length),
+    )
+
+    def on_progress(done: float, total: float, detail: str) -> None:
+        run.emit(BuildProgress("quantize", "advanced", done, total, f"recipe {detail}"))
+
+    with run.step("quantize") as outcome:
+        result = search_recipes(
+            recipes,
+            RecipeInputs(
+                exported=exported,
+                work=exported.parent,
+                attention=attention_shape(model),
+                rank_sensitive_matmuls=_sensitivity_ranking(exported, reference, calibration),
+            ),
+            scorer=reference.score_onnx,
+            gate=spec.optimize.accuracy,
+            batches=batches,
+            settings=SearchSettings(
+                seconds=float(spec.optimize.search_seconds), benchmark=search_benchmark
+            ),
+            device=device,
+            progress=on_progress,
+        )
+        picked = result.chosen or result.closest_failure
+        if picked is None or picked.path is None:
+            reasons = "; ".join(f"{t.recipe}: {t.rejected}" for t in result.trials)
+            raise BuildError(
+                f"no candidate recipe for {target.upper()} serving could be built and scored "
+                f"({reasons})",
+                field="spec.optimize.recipe",
+                fix="name a quantize.mode explicitly, or report the model architecture",
+            )
+        shutil.copyfile(picked.path, artifact)
+        tried = sum(1 for t in result.trials if t.build_seconds > 0)
+        outcome.detail = (
+            f"recipe {spec.optimize.recipe} for {target.upper()} serving: {tried} of "
+            f"{len(recipes)} candidate(s) tried, "
+            + (
+                f"published {picked.recipe.name} ({picked.trial.detail})"
+                if result.chosen is not None
+                else f"none passed, closest {picked.recipe.name}"
+            )
+        )
+        outcome.size_bytes = model_size_bytes(artifact)
+        outcome.score = picked.score
+    return result
+
+
 def _quantize_step(
     run: _Run, reference: _Reference, exported: Path, target: Path, calibration: list[str]
 ) -> None:
@@ -429,8 +537,13 @@ def run_build(
     progress: ProgressCallback | None = None,
     benchmark: bool = True,
     benchmark_settings: BenchmarkSettings | None = None,
+    search_benchmark: BenchmarkSettings = SEARCH_BENCHMARK,
 ) -> BuildReport:
     """Build, gate and publish `spec` as the Triton model folder `out_dir/<spec.name>`.
+
+    Without an explicit quantize.mode, the recipe search builds the serving target's
+    candidates and times each with `search_benchmark` (also when `benchmark` is off: timing
+    is how it chooses); `benchmark` is the final PyTorch-vs-artifact run.
 
     Raises AccuracyGateError (carrying the failed report) when the gate is missed, and other
     BuildErrors for bad input; in every failure case nothing is written to `out_dir`.
@@ -454,7 +567,13 @@ def run_build(
         model = _prune_step(run, reference, calibration)
         _recover_step(run, reference, model, calibration)
         signature = _export_step(run, reference, model, exported)
-        _quantize_step(run, reference, exported, artifact, calibration)
+        search: SearchResult | None = None
+        if spec.optimize.quantize.mode is None:
+            search = _search_step(
+                run, reference, model, exported, artifact, calibration, search_benchmark
+            )
+        else:
+            _quantize_step(run, reference, exported, artifact, calibration)
         with run.step("evaluate") as outcome:
             verdict = gate_verdict(run.scores[-1][1], spec.optimize.accuracy)
             outcome.detail = (
@@ -462,9 +581,10 @@ def run_build(
                 f"{len(reference.eval_set)} texts"
             )
 
+        target: Target = serving_target(spec.serving.gpu.count)
         report = BuildReport(
             name=spec.name,
-            spec_hash=build_inputs_hash(spec.source, spec.optimize),
+            spec_hash=build_inputs_hash(spec.source, spec.optimize, spec.serving),
             passed=False,
             source_uri=spec.source.uri,
             task=spec.source.task,
@@ -476,9 +596,15 @@ def run_build(
             versions=_versions(),
             created_at=created_at,
             input_limits=input_limits(reference.loaded),
+            target=target,
+            recipe=_published_recipe(spec, search),
+            trials=[] if search is None else search.trials,
+            machine=describe_machine(),
         )
         if not verdict.passed:
             message, step = gate_failure_message(verdict, run.scores, baseline)
+            if search is not None:
+                message = f"{search_failure_message(search, verdict)}; {message}"
             report.failure = message
             raise AccuracyGateError(
                 message, report=report, shortfall=shortfall(verdict), culprit=step
@@ -508,6 +634,23 @@ def run_build(
         report.passed = True
         publish_model_folder(folder, report, out_dir)
     return report
+
+
+def _published_recipe(spec: BuildSpec, search: SearchResult | None) -> str | None:
+    if search is None:
+        return spec.optimize.quantize.mode
+    return None if search.chosen is None else search.chosen.recipe.name
+
+
+def search_failure_message(search: SearchResult, verdict: AccuracyResult) -> str:
+    """Which candidate came closest to the gate, and by how much it missed."""
+    tried = sum(1 for trial in search.trials if trial.build_seconds > 0)
+    closest = search.closest_failure
+    name = closest.recipe.name if closest is not None else "none"
+    return (
+        f"no candidate recipe passed the accuracy gate ({tried} tried); the closest, {name}: "
+        f"{gate_miss(verdict)}"
+    )
 
 
 def _quantize(

@@ -45,6 +45,36 @@ def op_counts(path: Path) -> Counter[str]:
     return Counter(node.op_type for node in model.graph.node)
 
 
+# Ops that say what a graph computes in: int8 (dynamic or QDQ), weight-only, fused, fp32 MatMul.
+INT8_OPS = (
+    "DynamicQuantizeLinear",
+    "MatMulInteger",
+    "QAttention",
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "DynamicQuantizeMatMul",
+)
+NOTABLE_OPS = (
+    *INT8_OPS,
+    "MatMulNBits",
+    "MatMul",
+    "Attention",
+    "MultiHeadAttention",
+    "SkipLayerNormalization",
+    "LayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "Cast",
+)
+
+
+def op_summary(path: Path) -> dict[str, int]:
+    """Counts of the ops in NOTABLE_OPS the graph holds (what a trial's row shows)."""
+    counts = op_counts(path)
+    return {op: counts[op] for op in NOTABLE_OPS if counts[op]}
+
+
 def weight_matmuls(model: onnx.ModelProto) -> list[str]:
     """Names of the MatMul nodes whose second input is a 2-D constant weight."""
     weights = {init.name for init in model.graph.initializer if len(init.dims) == 2}
@@ -139,16 +169,23 @@ def quantize_int8_dynamic(
     per_channel: bool,
     keep_fp32: Sequence[str] = (),
     embeddings: bool = True,
+    reduce_range: bool = False,
+    op_types: Sequence[str] = ("MatMul",),
 ) -> str:
-    """int8 weights, activations quantized at run time; returns what was done, in words."""
+    """int8 weights, activations quantized at run time; returns what was done, in words.
+
+    `reduce_range` stores 7-bit weights (avoids the u8s8 saturation of AVX2/AVX-512 kernels
+    without VNNI); `op_types` adds fused ops such as Attention (QAttention) to MatMul.
+    """
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     _quiet_onnxruntime_logging()
     quantize_dynamic(
         str(source),
         str(target),
-        op_types_to_quantize=["MatMul"],
+        op_types_to_quantize=list(op_types),
         per_channel=per_channel,
+        reduce_range=reduce_range,
         weight_type=QuantType.QInt8,
         nodes_to_exclude=list(keep_fp32),
         # DefaultTensorType: graphs with fused contrib ops lack some type info the quantizer
@@ -157,9 +194,11 @@ def quantize_int8_dynamic(
     )
     tables = _quantize_embeddings_in_file(target) if embeddings else 0
     counts = op_counts(target)
+    fused = f", {counts['QAttention']} attentions int8" if counts["QAttention"] else ""
     return (
-        f"int8-dynamic ({'per-channel' if per_channel else 'per-tensor'}): "
-        f"{counts['MatMulInteger']} MatMuls int8, {len(keep_fp32)} kept fp32, "
+        f"int8-dynamic ({'per-channel' if per_channel else 'per-tensor'}"
+        f"{', reduce-range' if reduce_range else ''}): "
+        f"{counts['MatMulInteger']} MatMuls int8{fused}, {len(keep_fp32)} kept fp32, "
         f"{tables} embedding table(s) int8 per row"
     )
 

@@ -16,8 +16,10 @@ from typing import Literal
 
 from pydantic import Field
 
+from optimodel.model_builder.machine import MachineInfo
 from optimodel.model_builder.serving_choice import ServingChoice
-from optimodel.model_builder.spec import Optimize, Source, SpecModel
+from optimodel.model_builder.serving_target import Target, serving_target
+from optimodel.model_builder.spec import Optimize, Serving, Source, SpecModel
 from optimodel.model_builder.triton_config import ModelSignature
 
 REPORT_FILE = "report.json"
@@ -76,6 +78,36 @@ class InputLimits(SpecModel):
     max_sequence_length: int = Field(ge=1, description="Most tokens the model's positions hold.")
 
 
+class RecipeTrial(SpecModel):
+    """One candidate recipe of the search: what it made, how it scored, why it lost."""
+
+    recipe: str
+    summary: str = Field(description="What the recipe does, in words.")
+    detail: str = Field(default="", description="What building it did (op counts, kept nodes).")
+    op_summary: dict[str, int] = Field(
+        default_factory=dict, description="Counts of the graph's notable ops (int8, fused, fp32)."
+    )
+    size_bytes: int | None = Field(default=None, ge=0)
+    throughput: float | None = Field(
+        default=None, ge=0, description="Inferences/s at the search's batch (32 x 64 tokens)."
+    )
+    latency_p50_ms: float | None = Field(
+        default=None, ge=0, alias="latencyP50Ms", description="Median latency at batch 1."
+    )
+    fidelity_metric: str | None = None
+    fidelity_mean: float | None = None
+    fidelity_worst: float | None = Field(
+        default=None, description="Worst single example (cosine only)."
+    )
+    build_seconds: float = Field(default=0.0, ge=0, description="Building and scoring it.")
+    scored_on: str | None = Field(
+        default=None, description="Execution provider and precision it was scored with."
+    )
+    passed: bool = Field(default=False, description="Passed the accuracy gate.")
+    chosen: bool = Field(default=False, description="The published artifact.")
+    rejected: str | None = Field(default=None, description="Why it was not published.")
+
+
 class BuildReport(SpecModel):
     """Everything a build did and measured."""
 
@@ -100,6 +132,18 @@ class BuildReport(SpecModel):
     input_limits: InputLimits | None = Field(
         default=None, description="Token ids and lengths the model accepts (serving checks)."
     )
+    target: Target | None = Field(
+        default=None, description="Serving target the artifact was built for (gpu.count > 0)."
+    )
+    recipe: str | None = Field(
+        default=None, description="The published recipe (or the explicit quantize.mode)."
+    )
+    trials: list[RecipeTrial] = Field(
+        default_factory=list, description="Every candidate of recipe auto, in search order."
+    )
+    machine: MachineInfo | None = Field(
+        default=None, description="CPU model, ISA flags and GPU of the build machine."
+    )
 
     @property
     def size_reduction(self) -> float | None:
@@ -116,13 +160,16 @@ class BuildReport(SpecModel):
         return cls.model_validate_json(path.read_text())
 
 
-def build_inputs_hash(source: Source, optimize: Optimize) -> str:
+def build_inputs_hash(source: Source, optimize: Optimize, serving: Serving | None = None) -> str:
     """Stable hash of what determines the artifact; serving settings are deliberately out,
-    so a batching or instance change never triggers a rebuild."""
-    payload = {
+    so a batching or instance change never triggers a rebuild. Only the serving target (CPU
+    or GPU, from `serving`) goes in: it decides the recipe."""
+    payload: dict[str, object] = {
         "source": source.model_dump(mode="json", by_alias=True),
         "optimize": optimize.model_dump(mode="json", by_alias=True),
     }
+    if serving is not None:
+        payload["target"] = serving_target(serving.gpu.count)
     text = json.dumps(payload, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -138,6 +185,7 @@ class BuildSummary(SpecModel):
     latency_p50_ms: float | None = Field(default=None, alias="latencyP50Ms")
     throughput: float | None = None
     signature: ModelSignature | None = None
+    recipe: str | None = None
 
     @classmethod
     def from_report(cls, report: BuildReport) -> BuildSummary:
@@ -152,6 +200,7 @@ class BuildSummary(SpecModel):
             latency_p50_ms=report.optimized.latency_p50_ms,
             throughput=report.optimized.throughput,
             signature=report.signature,
+            recipe=report.recipe,
         )
 
 

@@ -179,6 +179,10 @@ class BuildStatus(SpecModel):
     latency_p50_ms: float | None = Field(default=None, alias="latencyP50Ms")
     throughput: float | None = Field(default=None, description="Inferences/s at batch 32.")
     spec_hash: str = Field(default="", description="Hash of the build inputs.")
+    recipe: str | None = Field(
+        default=None,
+        description="The published recipe (recipe auto's pick, or the explicit quantize.mode).",
+    )
     signature: ModelSignature | None = Field(
         default=None,
         description="Tensors the model takes and returns (renders the served config.pbtxt).",

@@ -135,6 +135,7 @@ def build_status(report: BuildSummary, artifact: str, generation: int) -> api.Bu
         latency_p50_ms=report.latency_p50_ms,
         throughput=report.throughput,
         spec_hash=report.spec_hash,
+        recipe=report.recipe,
         signature=report.signature,
     )
 

@@ -33,6 +33,12 @@ PRINTER_COLUMNS: list[dict[str, Any]] = [
         "description": "Original size / optimized size (x).",
     },
     {
+        "name": "Recipe",
+        "type": "string",
+        "jsonPath": ".status.build.recipe",
+        "description": "The published recipe (recipe auto's pick, or the quantize.mode).",
+    },
+    {
         "name": "Accuracy",
         "type": "number",
         "format": "float",

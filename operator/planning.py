@@ -159,7 +159,7 @@ def decide_build(
             model, generation, refused, built=built, serving=served, failed_build=kept
         )
     store = ArtifactStore.for_model(spec.storage, settings)
-    spec_hash = build_inputs_hash(spec.source, spec.optimize)
+    spec_hash = build_inputs_hash(spec.source, spec.optimize, spec.serving)
     key = build_key(spec_hash, store)
     common: dict[str, Any] = {"spec": spec, "store": store, "key": key}
 
@@ -258,7 +258,7 @@ def build_key_of(body: Mapping[str, Any], settings: OperatorSettings) -> str | N
     if policy_violations(spec, body["metadata"]["namespace"], settings):
         return None
     store = ArtifactStore.for_model(spec.storage, settings)
-    return build_key(build_inputs_hash(spec.source, spec.optimize), store)
+    return build_key(build_inputs_hash(spec.source, spec.optimize, spec.serving), store)
 
 
 def rollout_condition(

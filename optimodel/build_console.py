@@ -15,7 +15,7 @@ from rich.table import Table
 
 from optimodel.model_builder.errors import AccuracyGateError, BuildError
 from optimodel.model_builder.pipeline import BuildProgress
-from optimodel.model_builder.report import BuildReport
+from optimodel.model_builder.report import BuildReport, RecipeTrial
 from optimodel.operator.validation import ManifestError
 
 STAGES = ("load", "prune", "recover", "export", "quantize", "evaluate", "benchmark")
@@ -83,11 +83,85 @@ def steps_table(report: BuildReport) -> Table:
     return table
 
 
+# How the trial table names the ops that say what a graph computes in (others are left out).
+SHORT_OPS = {
+    "MatMulInteger": "int8 MatMul",
+    "QAttention": "int8 Attention",
+    "QuantizeLinear": "QDQ",
+    "MatMulNBits": "MatMulNBits",
+    "MatMul": "MatMul",
+    "Attention": "Attention",
+    "MultiHeadAttention": "MHA",
+    "SkipLayerNormalization": "SkipLN",
+    "BiasGelu": "BiasGelu",
+}
+
+
+def _ops(op_summary: dict[str, int]) -> str:
+    return ", ".join(
+        f"{op_summary[op]} {short}" for op, short in SHORT_OPS.items() if op_summary.get(op)
+    )
+
+
+def _outcome(trial: RecipeTrial, winner: RecipeTrial | None) -> str:
+    if trial.chosen:
+        return "[green]published[/green]"
+    if trial.passed and winner is not None and winner.throughput and trial.throughput:
+        slower = 1.0 - trial.throughput / winner.throughput
+        return f"passed, {slower:.0%} slower" if slower > 0 else "passed, within noise"
+    return escape(trial.rejected or "")
+
+
+def trials_table(report: BuildReport) -> Table:
+    """recipe auto's candidates: what each made, how it scored and ran, why it lost."""
+    machine = f" on {report.machine.label}" if report.machine else ""
+    table = Table(
+        title=f"{report.name}: recipe trials for {(report.target or '?').upper()} serving"
+        f"{escape(machine)}",
+        title_justify="left",
+    )
+    metric = report.accuracy.metric if report.accuracy else "fidelity"
+    for column, justify in (
+        ("recipe", "left"),
+        ("ops", "left"),
+        ("size", "right"),
+        ("b32 inf/s", "right"),
+        ("b1 p50 ms", "right"),
+        (f"{metric} mean / worst", "right"),
+        ("build s", "right"),
+        ("outcome", "left"),
+    ):
+        table.add_column(column, justify=justify)  # type: ignore[arg-type]
+    winner = next((trial for trial in report.trials if trial.chosen), None)
+    for trial in report.trials:
+        ops = _ops(trial.op_summary)
+        fidelity = "–"
+        if trial.fidelity_mean is not None:
+            fidelity = f"{trial.fidelity_mean:.4f}" + (
+                f" / {trial.fidelity_worst:.4f}" if trial.fidelity_worst is not None else ""
+            )
+        outcome = _outcome(trial, winner)
+        table.add_row(
+            ("[bold]" + trial.recipe + "[/bold]") if trial.chosen else trial.recipe,
+            escape(ops) or "–",
+            _megabytes(trial.size_bytes),
+            "–" if trial.throughput is None else f"{trial.throughput:.1f}",
+            "–" if trial.latency_p50_ms is None else f"{trial.latency_p50_ms:.2f}",
+            fidelity,
+            f"{trial.build_seconds:.1f}",
+            outcome,
+        )
+    scored = {trial.scored_on for trial in report.trials if trial.scored_on}
+    if scored:
+        table.caption = "scored on: " + escape("; ".join(sorted(scored)))
+    return table
+
+
 def results_table(report: BuildReport) -> Table:
     table = Table(title=f"{report.name}: original vs optimized", title_justify="left")
     table.add_column("")
     table.add_column("PyTorch fp32 (original)", justify="right")
-    table.add_column("optimized ONNX", justify="right")
+    table.add_column(f"optimized ONNX ({report.recipe or 'fp32'})", justify="right")
     table.add_column("ratio", justify="right")
     original, optimized = report.original, report.optimized
     if original is None or optimized is None:
@@ -154,6 +228,8 @@ def build_and_show(
             report = run_build(spec, out, progress=StageBars(progress), benchmark=benchmark)
     except AccuracyGateError as error:
         console.print(steps_table(error.report))
+        if error.report.trials:
+            console.print(trials_table(error.report))
         err_console.print(
             f"[red]✗ accuracy gate failed, nothing published:[/red] {escape(error.message)}"
         )
@@ -164,6 +240,8 @@ def build_and_show(
         err_console.print(f"[red]✗ build failed:[/red] {escape(str(error))}")
         return error.exit_code
     console.print(steps_table(report))
+    if report.trials:
+        console.print(trials_table(report))
     console.print(results_table(report))
     console.print(
         f"[green]✓[/green] Triton model repository: {escape(str(out))} (model {spec.name})"

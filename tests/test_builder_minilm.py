@@ -7,11 +7,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from optimodel.local.repository import parse_config_text
 from optimodel.manifest import build_spec_from_manifest
+from optimodel.model_builder.benchmark import BenchmarkSettings
 from optimodel.model_builder.evaluate import cosine_similarities, onnx_outputs
 from optimodel.model_builder.modeling import torch_outputs
 from optimodel.model_builder.pipeline import run_build
-from optimodel.model_builder.quantize import op_counts
+from optimodel.model_builder.quantize import INT8_OPS, op_counts
+from optimodel.model_builder.spec import DataRef
 
 TEXTS = ["A man is playing a guitar.", "Quantized models should agree with the original."]
 
@@ -40,3 +43,41 @@ def test_default_example_builds_a_small_accurate_artifact(repo: Path, tmp_path: 
     original = torch_outputs(loaded.task_model, loaded.tokenizer, TEXTS, 128)
     np.testing.assert_allclose(np.linalg.norm(served, axis=1), 1.0, atol=1e-3)
     assert cosine_similarities(original, served).min() > 0.98
+
+
+SHORT_SEARCH = BenchmarkSettings(
+    batch_size=8, sequence_length=32, rounds=1, seconds_per_round=0.3, latency_calls_per_round=3
+)
+
+
+@pytest.mark.slow
+def test_gpu_example_publishes_fp16_without_int8_ops(repo: Path, tmp_path: Path) -> None:
+    spec = build_spec_from_manifest(repo / "examples" / "minilm-gpu.yaml")
+    spec.optimize.eval_data = DataRef(uri="builtin://eval-texts", max_samples=96)
+    report = run_build(spec, tmp_path, benchmark=False, search_benchmark=SHORT_SEARCH)
+
+    assert report.passed and report.target == "gpu"
+    assert report.recipe in ("fp16-fused", "fp16", "fp32-fused")
+    fp16 = next(t for t in report.trials if t.recipe == "fp16-fused")
+    assert fp16.passed and fp16.op_summary["Attention"] == 6  # fused: one per layer
+    assert (fp16.fidelity_mean or 0) >= 0.999 and (fp16.fidelity_worst or 0) >= 0.99
+    model = tmp_path / "minilm-gpu" / "1" / "model.onnx"
+    assert not set(op_counts(model)) & set(INT8_OPS)
+    config = parse_config_text((tmp_path / "minilm-gpu" / "config.pbtxt").read_text())
+    accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
+    assert accelerator.name == "tensorrt"
+    assert accelerator.parameters["trt_profile_max_shapes"].startswith("input_ids:32x128")
+
+
+@pytest.mark.slow
+def test_cpu_example_searches_within_a_small_budget(repo: Path, tmp_path: Path) -> None:
+    spec = build_spec_from_manifest(repo / "examples" / "minilm-cpu.yaml")
+    spec.optimize.search_seconds = 30  # a few candidates, then the rest is skipped
+    report = run_build(spec, tmp_path, benchmark=False, search_benchmark=SHORT_SEARCH)
+
+    assert report.passed and report.target == "cpu"
+    assert report.trials[0].recipe == "int8-per-channel" and report.trials[0].passed
+    chosen = next(t for t in report.trials if t.chosen)
+    assert chosen.recipe == report.recipe and chosen.passed
+    assert report.accuracy is not None and report.accuracy.min is not None
+    assert report.accuracy.mean >= 0.99 and report.accuracy.min >= 0.95

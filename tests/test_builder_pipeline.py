@@ -36,6 +36,7 @@ def _one_thread() -> Iterator[None]:
 
 
 def _spec(name: str = "tiny", kind: str = "bert", **optimize: Any) -> BuildSpec:
+    """An explicit int8-dynamic build for CPU serving (the recipe search has its own tests)."""
     task = "text-classification" if "classifier" in kind else "feature-extraction"
     return BuildSpec.model_validate(
         {
@@ -44,9 +45,10 @@ def _spec(name: str = "tiny", kind: str = "bert", **optimize: Any) -> BuildSpec:
             "optimize": {
                 "accuracy": {"metric": "cosine", "min": 0.9},
                 "evalData": {"uri": "builtin://eval-texts", "maxSamples": 64},
+                "quantize": {"mode": "int8-dynamic"},
                 **optimize,
             },
-            "serving": {"maxBatchSize": 16, "preferredBatchSizes": [8, 16]},
+            "serving": {"gpu": {"count": 0}, "maxBatchSize": 16, "preferredBatchSizes": [8, 16]},
         }
     )
 

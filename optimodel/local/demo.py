@@ -211,7 +211,9 @@ def _reusable_build(model_dir: Path, spec: Any) -> bool:
         report = BuildReport.read(report_path)
     except ValueError:
         return False
-    return report.passed and report.spec_hash == build_inputs_hash(spec.source, spec.optimize)
+    return report.passed and report.spec_hash == build_inputs_hash(
+        spec.source, spec.optimize, spec.serving
+    )
 
 
 def _build(options: DemoOptions, spec: Any, console: Console, err_console: Console) -> int:
