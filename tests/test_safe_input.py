@@ -338,6 +338,7 @@ def test_an_hourly_budget_below_one_replica_warns(tmp_path: Path) -> None:
     document = yaml.safe_load(EXAMPLE)
     document["metadata"]["annotations"]["optimodel.io/budget-usd-per-hour"] = "0.10"
     document["spec"]["serving"]["gpu"] = {"type": "nvidia-l4", "count": 1}
+    del document["spec"]["optimize"]["quantize"]  # int8-dynamic does not run on GPU serving
     [warning] = _warnings(tmp_path, document)
     assert warning.startswith(
         "metadata.annotations[optimodel.io/budget-usd-per-hour]: $0.1/h is below the price"
