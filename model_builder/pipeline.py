@@ -456,6 +456,8 @@ def _search_step(
             ),
             device=device,
             progress=on_progress,
+            # The served graph carries the input guard: candidates are scored and timed with it.
+            finish=lambda path: guard_model_file(path, input_limits(reference.loaded)),
         )
         picked = result.chosen or result.closest_failure
         if picked is None or picked.path is None:

@@ -47,6 +47,7 @@ TIE_TOLERANCE = 0.03
 
 SearchProgress = Callable[[float, float, str], None]  # completed, total, what is happening
 Scorer = Callable[[Path, Device], Score]
+Finish = Callable[[Path], None]  # what every artifact gets before it is scored (the input guard)
 
 
 @dataclass(frozen=True)
@@ -144,11 +145,13 @@ def _build_and_score(
     scorer: Scorer,
     gate: AccuracyGate,
     device: Device,
+    finish: Finish,
 ) -> None:
     recipe, trial = candidate.recipe, candidate.trial
     path = inputs.work / f"recipe-{recipe.name}.onnx"
     try:
         trial.detail = recipe.make(inputs, path)
+        finish(path)
     except Exception as error:  # a candidate that cannot be built loses, the search goes on
         trial.rejected = f"could not be built: {type(error).__name__}: {error}"
         return
@@ -204,9 +207,11 @@ def search_recipes(
     settings: SearchSettings,
     device: Device = "cpu",
     progress: SearchProgress | None = None,
+    finish: Finish = lambda path: None,
     clock: Callable[[], float] = time.perf_counter,
 ) -> SearchResult:
-    """Build, gate and time `recipes` in order; choose the fastest that passed."""
+    """Build, gate and time `recipes` in order; choose the fastest that passed. `finish` runs
+    on every artifact right after it is made, so it is scored and timed as it will be served."""
 
     def report(done: float, detail: str) -> None:
         if progress is not None:
@@ -227,7 +232,7 @@ def search_recipes(
             continue
         report(index, f"{index + 1}/{len(recipes)} {recipe.name}")
         began = clock()
-        _build_and_score(candidate, inputs, scorer, gate, device)
+        _build_and_score(candidate, inputs, scorer, gate, device, finish)
         candidate.trial.build_seconds = round(clock() - began, 3)
         build_seconds.append(candidate.trial.build_seconds)
 

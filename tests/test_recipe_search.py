@@ -12,6 +12,7 @@ from onnx import TensorProto
 
 from optimodel.model_builder.benchmark import BenchmarkSettings
 from optimodel.model_builder.errors import AccuracyGateError
+from optimodel.model_builder.input_guard import GUARD_PREFIX
 from optimodel.model_builder.pipeline import run_build
 from optimodel.model_builder.quantize import INT8_OPS, op_counts
 from optimodel.model_builder.recipe_search import (
@@ -100,6 +101,7 @@ def test_gpu_serving_publishes_an_fp16_or_fused_graph_without_int8(
     assert not set(published) & set(INT8_OPS)
     assert {op: published[op] for op in chosen[0].op_summary} == chosen[0].op_summary
     graph = onnx.load(str(model)).graph
+    assert any(node.name.startswith(GUARD_PREFIX) for node in graph.node)  # scored as served
     assert [i.type.tensor_type.elem_type for i in graph.input] == [TensorProto.INT64] * 2
     assert graph.output[0].type.tensor_type.elem_type == TensorProto.FLOAT
     if chosen[0].recipe.startswith("fp16"):
