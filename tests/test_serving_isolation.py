@@ -341,7 +341,8 @@ def test_the_builder_publishes_a_guarded_artifact_with_its_limits(
                 "accuracy": {"metric": "cosine", "min": 0.5},
                 "evalData": {"uri": "builtin://eval-texts", "maxSamples": 16},
             },
-            "serving": {"gpu": {"count": 1}},
+            # int8-dynamic runs on CPU serving only (serving_target.py)
+            "serving": {"gpu": {"count": 0 if mode == "int8-dynamic" else 1}},
         }
     )
     with single_torch_thread():
