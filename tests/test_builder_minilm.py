@@ -14,6 +14,7 @@ from optimodel.model_builder.evaluate import cosine_similarities, onnx_outputs
 from optimodel.model_builder.modeling import torch_outputs
 from optimodel.model_builder.pipeline import run_build
 from optimodel.model_builder.quantize import INT8_OPS, op_counts
+from optimodel.model_builder.served.layout import ServedRepository
 from optimodel.model_builder.spec import DataRef
 
 TEXTS = ["A man is playing a guitar.", "Quantized models should agree with the original."]
@@ -61,9 +62,9 @@ def test_gpu_example_publishes_fp16_without_int8_ops(repo: Path, tmp_path: Path)
     fp16 = next(t for t in report.trials if t.recipe == "fp16-fused")
     assert fp16.passed and fp16.op_summary["Attention"] == 6  # fused: one per layer
     assert (fp16.fidelity_mean or 0) >= 0.999 and (fp16.fidelity_worst or 0) >= 0.99
-    model = tmp_path / "minilm-gpu" / "1" / "model.onnx"
-    assert not set(op_counts(model)) & set(INT8_OPS)
-    config = parse_config_text((tmp_path / "minilm-gpu" / "config.pbtxt").read_text())
+    served = ServedRepository.at(tmp_path / "minilm-gpu")
+    assert not set(op_counts(served.onnx)) & set(INT8_OPS)
+    config = parse_config_text(served.config(served.names.model).read_text())
     accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator[0]
     assert accelerator.name == "tensorrt"
     assert accelerator.parameters["trt_profile_max_shapes"].startswith("input_ids:32x128")

@@ -22,6 +22,7 @@ from optimodel.model_builder.recipe_search import (
     gate_miss,
 )
 from optimodel.model_builder.report import AccuracyResult, BuildReport, RecipeTrial
+from optimodel.model_builder.served.layout import ServedRepository
 from optimodel.model_builder.serving_target import RECIPES_BY_TARGET
 from optimodel.model_builder.spec import BuildSpec
 from tests.builder_models import TinyKind, single_torch_thread, tiny_model_dir
@@ -64,13 +65,13 @@ def _build(spec: BuildSpec, out: Path) -> BuildReport:
 @pytest.fixture(scope="module")
 def gpu_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[BuildReport, Path]:
     out = tmp_path_factory.mktemp("gpu")
-    return _build(_spec(1), out), out / "tiny" / "1" / "model.onnx"
+    return _build(_spec(1), out), ServedRepository.at(out / "tiny").onnx
 
 
 @pytest.fixture(scope="module")
 def cpu_build(tmp_path_factory: pytest.TempPathFactory) -> tuple[BuildReport, Path]:
     out = tmp_path_factory.mktemp("cpu")
-    return _build(_spec(0), out), out / "tiny" / "1" / "model.onnx"
+    return _build(_spec(0), out), ServedRepository.at(out / "tiny").onnx
 
 
 def _trials(report: BuildReport) -> dict[str, RecipeTrial]:
@@ -134,7 +135,7 @@ def test_cpu_serving_tries_every_cpu_recipe_and_publishes_the_fastest_passing(
     assert (chosen.throughput or 0.0) >= 0.97 * fastest
     assert op_counts(model)["MatMulInteger"] == chosen.op_summary.get("MatMulInteger", 0)
     assert report.machine is not None and report.machine.cores >= 1
-    stored = BuildReport.read(model.parent.parent / "report.json")
+    stored = BuildReport.read(ServedRepository.at(model.parents[2]).report)
     assert stored.trials == report.trials and stored.recipe == chosen.recipe
 
 
