@@ -2,7 +2,9 @@
 
 The spec is a BuildSpec as JSON or YAML (file, or JSON text in $OPTIMODEL_BUILD_SPEC); the
 output folder defaults to $OPTIMODEL_OUTPUT_DIR. Exit codes: 0 built, 2 invalid spec,
-3 accuracy gate failed, 1 any other failure. The outcome is also written, as one line of
+3 accuracy gate failed, 4 a source (model, adapter, data) could not be fetched for good
+(not found, access denied, unreachable after retries, adapter for another base), 1 any other
+failure. The outcome is also written, as one line of
 JSON (TerminationMessage), to the pod's termination-message file, which the operator reads.
 """
 
@@ -18,7 +20,7 @@ from pydantic import ValidationError
 
 from optimodel.model_builder.documents import DocumentError, load_json_document, read_data_file
 from optimodel.model_builder.errors import AccuracyGateError, BuildError
-from optimodel.model_builder.report import BuildSummary, TerminationMessage
+from optimodel.model_builder.report import BuildSummary, TerminationMessage, TerminationReason
 from optimodel.model_builder.spec import BuildSpec
 
 SPEC_ENV = "OPTIMODEL_BUILD_SPEC"
@@ -27,6 +29,7 @@ TERMINATION_LOG_ENV = "OPTIMODEL_TERMINATION_LOG"
 KUBERNETES_TERMINATION_LOG = Path("/dev/termination-log")
 
 EXIT_BUILT, EXIT_FAILED, EXIT_INVALID_SPEC, EXIT_GATE_FAILED = 0, 1, 2, 3
+EXIT_SOURCE_FAILED = 4
 
 
 class SpecInputError(Exception):
@@ -91,11 +94,18 @@ def outcome_message(
     return TerminationMessage(reason="BuildFailed", message=f"{type(error).__name__}: {error}")
 
 
-EXIT_CODES = {
+EXIT_CODES: dict[TerminationReason, int] = {
     "Built": EXIT_BUILT,
     "BuildFailed": EXIT_FAILED,
     "InvalidSpec": EXIT_INVALID_SPEC,
     "AccuracyBelowThreshold": EXIT_GATE_FAILED,
+    "SourceNotFound": EXIT_SOURCE_FAILED,
+    "SourceAccessDenied": EXIT_SOURCE_FAILED,
+    "SourceUnavailable": EXIT_SOURCE_FAILED,
+    "AdapterMismatch": EXIT_SOURCE_FAILED,
+    "StorageFailed": EXIT_SOURCE_FAILED,
+    "StorageNotFound": EXIT_SOURCE_FAILED,
+    "StorageAccessDenied": EXIT_SOURCE_FAILED,
 }
 
 

@@ -13,7 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from optimodel.model_builder.errors import EvalDataError, SourceNotFoundError
-from optimodel.model_builder.load import resolve_local_uri
+from optimodel.model_builder.sources import SourceRequest, fetch
+from optimodel.model_builder.sources.local import resolve_local_uri
 from optimodel.model_builder.spec import DataRef
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
@@ -49,6 +50,10 @@ def _data_path(ref: DataRef, field: str) -> Path:
                 fix=f"use one of: {', '.join(f'builtin://{n}' for n in BUILTIN_SETS)}",
             )
         return DATA_DIR / BUILTIN_SETS[name]
+    if ref.uri.startswith("s3://"):
+        # Fetch failures (missing key, access denied, unreachable store) keep their own
+        # reasons: they are the store's answer, not a problem with the data.
+        return fetch(SourceRequest(ref.uri, "data", f"{field}.uri")).path
     try:
         return resolve_local_uri(ref.uri, field=f"{field}.uri")
     except SourceNotFoundError as error:

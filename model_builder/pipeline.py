@@ -316,13 +316,23 @@ def _load_step(run: _Run) -> tuple[_Reference, Score]:
         reference = _Reference(loaded, eval_set, labels, outputs, spec.optimize.accuracy.metric)
         baseline = reference.score(outputs)
         outcome.size_bytes = loaded.size_bytes
-        outcome.detail = (
-            f"{loaded.model_type} from {loaded.source_dir}; {len(eval_set)} eval texts "
-            f"from {eval_set.origin}"
-        )
+        outcome.detail = f"{loaded.model_type} from {_fetched_from(loaded)}"
+        if loaded.adapter_detail:
+            outcome.detail += f"; {loaded.adapter_detail}"
+        outcome.detail += f"; {len(eval_set)} eval texts from {eval_set.origin}"
         if reference.metric == "accuracy":  # the original's own accuracy on the labels
             outcome.score = baseline
     return reference, baseline
+
+
+def _fetched_from(loaded: LoadedModel) -> str:
+    """Where the model came from and what the fetch downloaded or reused from the cache."""
+    fetched = loaded.fetched
+    if fetched is None or not fetched.origin:
+        return str(loaded.source_dir)
+    if not fetched.files:
+        return fetched.origin
+    return f"{fetched.origin} ({fetched.downloaded} files downloaded, {fetched.reused} cached)"
 
 
 def _prune_step(run: _Run, reference: _Reference, calibration: list[str]) -> TaskModel:
@@ -589,6 +599,9 @@ def run_build(
             spec_hash=build_inputs_hash(spec.source, spec.optimize, spec.serving),
             passed=False,
             source_uri=spec.source.uri,
+            source_commit=reference.loaded.fetched.commit if reference.loaded.fetched else None,
+            adapter_uri=spec.source.adapter.uri if spec.source.adapter else None,
+            adapter_commit=reference.loaded.adapter.commit if reference.loaded.adapter else None,
             task=spec.source.task,
             steps=run.steps,
             original=Measurement(size_bytes=reference.loaded.size_bytes),

@@ -27,7 +27,20 @@ MODEL_FILE = "model.onnx"
 CONFIG_FILE = "config.pbtxt"
 
 StepName = Literal["load", "prune", "recover", "export", "quantize", "evaluate", "benchmark"]
-TerminationReason = Literal["Built", "AccuracyBelowThreshold", "InvalidSpec", "BuildFailed"]
+TerminationReason = Literal[
+    "Built",
+    "AccuracyBelowThreshold",
+    "InvalidSpec",
+    "BuildFailed",
+    # Fetching the inputs (model, adapter, data) or uploading the artifact failed for good.
+    "SourceNotFound",
+    "SourceAccessDenied",
+    "SourceUnavailable",
+    "AdapterMismatch",
+    "StorageFailed",
+    "StorageNotFound",
+    "StorageAccessDenied",
+]
 
 # Kubernetes keeps at most 4096 bytes of a container's termination message.
 TERMINATION_MESSAGE_LIMIT = 4096
@@ -116,6 +129,13 @@ class BuildReport(SpecModel):
     passed: bool = Field(description="True only when the accuracy gate passed and files exist.")
     failure: str | None = Field(default=None, description="Why the build failed, if it did.")
     source_uri: str
+    source_commit: str | None = Field(
+        default=None, description="The commit source.revision resolved to (hf:// sources)."
+    )
+    adapter_uri: str | None = Field(default=None, description="The merged LoRA adapter.")
+    adapter_commit: str | None = Field(
+        default=None, description="The commit source.adapter.revision resolved to (hf://)."
+    )
     task: str
     steps: list[StepRecord] = Field(default_factory=list)
     original: Measurement | None = None
@@ -186,6 +206,8 @@ class BuildSummary(SpecModel):
     throughput: float | None = None
     signature: ModelSignature | None = None
     recipe: str | None = None
+    source_commit: str | None = None
+    adapter_commit: str | None = None
 
     @classmethod
     def from_report(cls, report: BuildReport) -> BuildSummary:
@@ -201,6 +223,8 @@ class BuildSummary(SpecModel):
             throughput=report.optimized.throughput,
             signature=report.signature,
             recipe=report.recipe,
+            source_commit=report.source_commit,
+            adapter_commit=report.adapter_commit,
         )
 
 

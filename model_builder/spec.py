@@ -60,15 +60,42 @@ class SpecModel(BaseModel):
     )
 
 
+class Adapter(SpecModel):
+    """A PEFT LoRA adapter merged into the base model before pruning and export."""
+
+    uri: str = Field(
+        pattern=SOURCE_URI_PATTERN,
+        description=(
+            "Adapter folder (adapter_config.json + adapter_model.safetensors or .bin, as "
+            "peft's save_pretrained writes it): hf://org/name, s3://bucket/prefix, "
+            "pvc://claim/path or file:///path. Only LoRA adapters are merged; one trained for "
+            "another base model (other name, modules or shapes) fails the build."
+        ),
+        examples=["hf://acme/minilm-reviews-lora"],
+    )
+    revision: str | None = Field(
+        default=None,
+        pattern=patterns.HF_REVISION_PATTERN,
+        max_length=255,
+        description="Branch, tag or commit of an hf:// adapter; resolved to a commit that "
+        "status.build.adapterCommit records.",
+    )
+
+
 class Source(SpecModel):
     """Where the original model comes from and what it does."""
 
     uri: str = Field(
         pattern=SOURCE_URI_PATTERN,
         description=(
-            "Model location: hf://org/name (resolved offline from the Hugging Face cache), "
-            "file:///path, pvc://claim/path or s3://bucket/prefix (no spaces, no '.' or '..' "
-            "path segments)."
+            "Model location. hf://org/name: downloaded from the Hugging Face Hub (or the "
+            "operator's mirror, sources.hub.endpoint) with only config, tokenizer and one copy "
+            "of the weights (safetensors preferred), cached across builds; a model shipped "
+            "with the builder is used as is when no revision is set. s3://bucket/prefix: the "
+            "objects under the prefix (same files as on the Hub), read with the operator's "
+            "sources.s3 endpoint and credentials. pvc://claim/path: a folder on a "
+            "PersistentVolumeClaim of the model's namespace. file:///path: a folder on the "
+            "builder's disk (local builds). No spaces, no '.' or '..' path segments."
         ),
         examples=["hf://sentence-transformers/all-MiniLM-L6-v2"],
     )
@@ -79,7 +106,14 @@ class Source(SpecModel):
         default=None,
         pattern=patterns.HF_REVISION_PATTERN,
         max_length=255,
-        description="Hugging Face revision (branch, tag or commit) for hf:// URIs.",
+        description="Branch, tag or commit of an hf:// model (default: main). Resolved to a "
+        "commit when the build starts; report.json and status.build.sourceCommit record it. "
+        "Pin a commit for reproducible builds: a moving branch is not rebuilt by itself.",
+    )
+    adapter: Adapter | None = Field(
+        default=None,
+        description="A LoRA adapter merged into the model first; the accuracy gate then "
+        "compares the optimized artifact with base + adapter.",
     )
     max_sequence_length: int = Field(
         default=128, ge=8, le=8192, description="Longest input in tokens; longer text is truncated."
@@ -166,8 +200,10 @@ class DataRef(SpecModel):
 
     uri: str = Field(
         pattern=DATA_URI_PATTERN,
-        description="builtin://eval-texts (shipped), file:///data.jsonl, pvc://claim/path or "
-        "s3://bucket/key (no spaces, no '.' or '..' path segments).",
+        description="builtin://eval-texts or builtin://calibration-texts (shipped with the "
+        "builder), s3://bucket/key (one object, read with the operator's sources.s3 settings), "
+        "pvc://claim/path (a file on a PersistentVolumeClaim) or file:///path (local builds); no "
+        "spaces, no '.' or '..' path segments.",
     )
     format: DataFormat = Field(default="jsonl", description="jsonl (one object a line) or csv.")
     text_field: str = Field(
@@ -303,11 +339,35 @@ class SpecProblem:
         return f"{self.path}: {self.message} (fix: {self.fix})"
 
 
+def source_problems(source: Source, prefix: str = "spec") -> list[SpecProblem]:
+    """Revisions name Hub commits: they mean nothing for s3://, pvc:// or file:// sources."""
+    problems: list[SpecProblem] = []
+    if source.revision is not None and not source.uri.startswith("hf://"):
+        problems.append(
+            SpecProblem(
+                f"{prefix}.source.revision",
+                f"revision {source.revision!r} applies to hf:// sources, not {source.uri!r}",
+                "remove revision (or point source.uri at hf://org/name)",
+            )
+        )
+    adapter = source.adapter
+    if adapter is not None and adapter.revision is not None and not adapter.uri.startswith("hf://"):
+        problems.append(
+            SpecProblem(
+                f"{prefix}.source.adapter.revision",
+                f"revision {adapter.revision!r} applies to hf:// adapters, not {adapter.uri!r}",
+                "remove adapter.revision (or point adapter.uri at hf://org/name)",
+            )
+        )
+    return problems
+
+
 def build_spec_problems(
     source: Source, optimize: Optimize, serving: Serving, prefix: str = "spec"
 ) -> list[SpecProblem]:
     """Rules the schema cannot express, over the builder's part of a spec."""
     problems: list[SpecProblem] = []
+    problems += source_problems(source, prefix)
     allowed = METRICS_BY_TASK[source.task]
     gate = optimize.accuracy
     if gate.metric not in allowed:

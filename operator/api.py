@@ -187,6 +187,12 @@ class BuildStatus(SpecModel):
         default=None,
         description="Tensors the model takes and returns (renders the served config.pbtxt).",
     )
+    source_commit: str | None = Field(
+        default=None, description="Commit spec.source.revision resolved to (hf:// sources)."
+    )
+    adapter_commit: str | None = Field(
+        default=None, description="Commit spec.source.adapter.revision resolved to (hf://)."
+    )
 
 
 class FailedBuild(SpecModel):

@@ -24,6 +24,7 @@ MAX_MESSAGE = 1000
 # Exit codes of `python -m optimodel.model_builder` that no retry can change.
 EXIT_INVALID_SPEC = 2
 EXIT_ACCURACY_GATE = 3
+EXIT_SOURCE_FAILED = 4  # a source or the artifact store refused for good (after retries)
 
 
 @dataclass(frozen=True)
@@ -137,6 +138,8 @@ def build_status(report: BuildSummary, artifact: str, generation: int) -> api.Bu
         spec_hash=report.spec_hash,
         recipe=report.recipe,
         signature=report.signature,
+        source_commit=report.source_commit,
+        adapter_commit=report.adapter_commit,
     )
 
 
@@ -146,9 +149,8 @@ def _failure(job_name: str, job: Mapping[str, Any], terminated: list[_Terminated
     for item in terminated:
         if item.exit_code == 0:
             continue
-        parsed = (
-            parse_termination(item.message) if item.container == naming.BUILDER_CONTAINER else None
-        )
+        # Both the build and the upload container write the builder's termination message.
+        parsed = parse_termination(item.message)
         if parsed is not None:
             return BuildOutcome(
                 "failed", job_name, parsed.reason, _shorten(failure_message(parsed))

@@ -35,6 +35,7 @@ SERVER = "server"
 AUTOSCALER = "autoscaler"
 
 BUILDER_CONTAINER = "build"
+UPLOAD_CONTAINER = "upload"
 TRITON_CONTAINER = "triton"
 CONFIG_FILE = "config.pbtxt"
 CONFIG_KEY_SUFFIX = "." + CONFIG_FILE

@@ -155,6 +155,8 @@ def _storage_violations(
 
 def _input_uris(spec: api.OptimizedModelSpec) -> Iterator[tuple[str, str]]:
     yield "spec.source.uri", spec.source.uri
+    if spec.source.adapter is not None:  # a pvc:// adapter is mounted like a pvc:// source
+        yield "spec.source.adapter.uri", spec.source.adapter.uri
     for field, ref in (
         ("calibrationData", spec.optimize.calibration_data),
         ("evalData", spec.optimize.eval_data),

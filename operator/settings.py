@@ -56,6 +56,7 @@ ENV_OVERRIDES: Mapping[str, str] = {
     "OPTIMODEL_PEERING_NAME": "peering.name",
     "OPTIMODEL_PEERING_PRIORITY": "peering.priority",
     "OPTIMODEL_PEERING_STANDALONE": "peering.standalone",
+    "OPTIMODEL_HUB_ENDPOINT": "sources.hub.endpoint",
 }
 
 Resources = dict[str, dict[str, str]]
@@ -138,7 +139,8 @@ class BuildSettings(SpecModel):
     )
     upload_resources: Resources = Field(
         default_factory=_helper_resources,
-        description="Resources of the aws-cli container uploading a build to an S3 store.",
+        description="Resources of the upload container (the builder image running "
+        "model_builder.publish) that writes a build to an S3 store.",
     )
     automount_service_account_token: bool = Field(
         default=False,
@@ -411,6 +413,73 @@ class AdminPolicy(SpecModel):
         return self.namespace_caps.get(namespace, self.default_caps)
 
 
+class SecretRef(SpecModel):
+    """One key of a Secret in the model's namespace."""
+
+    name: str = Field(min_length=1, max_length=253, description="Secret name.")
+    key: str = Field(default="HF_TOKEN", min_length=1, description="Key holding the value.")
+
+
+class HubSourceSettings(SpecModel):
+    """How builder Jobs reach the Hugging Face Hub for hf:// models and adapters."""
+
+    endpoint: str | None = Field(
+        default=None,
+        pattern=patterns.ENDPOINT_PATTERN,
+        description="HF_ENDPOINT of the builder: a company mirror of the Hub (e.g. "
+        "https://hf-mirror.internal); unset: https://huggingface.co.",
+    )
+    token_secret: SecretRef | None = Field(
+        default=None,
+        description="Secret (in each model's namespace) whose key holds a Hub token for private "
+        "or gated repositories; the builder gets it as HF_TOKEN. Never in the model's spec.",
+    )
+
+
+class S3SourceSettings(SpecModel):
+    """How builder Jobs read s3:// models, adapters and data (not the artifact store)."""
+
+    endpoint: str | None = Field(
+        default=None,
+        pattern=patterns.ENDPOINT_PATTERN,
+        description="Endpoint URL of an S3-compatible store (MinIO, Ceph); unset: AWS.",
+    )
+    region: str | None = Field(default=None, description="Region of the source buckets.")
+    credentials_secret: SecretKeyRef | None = Field(
+        default=None,
+        description="Secret (in each model's namespace) with read access keys; omit for the "
+        "build ServiceAccount's workload identity.",
+    )
+
+
+class ModelCacheSettings(SpecModel):
+    """Where builder Jobs keep downloaded models between builds."""
+
+    claim_name: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=253,
+        description="PersistentVolumeClaim (ReadWriteMany, in each model's namespace) holding "
+        "the download cache. Unset: a PVC artifact store holds it in <subPath>/.model-cache; "
+        "with an S3 store, an emptyDir of sizeLimit (no reuse across builds).",
+    )
+    sub_path: str = Field(default="", description="Folder inside claimName.")
+    size_limit: str = Field(
+        default="20Gi",
+        pattern=_QUANTITY_PATTERN,
+        description="Size of the emptyDir cache when no claim holds it (the models a build "
+        "downloads must fit).",
+    )
+
+
+class SourceSettings(SpecModel):
+    """Platform-side access to model sources: chosen by the operator's settings, never the spec."""
+
+    hub: HubSourceSettings = Field(default_factory=HubSourceSettings)
+    s3: S3SourceSettings = Field(default_factory=S3SourceSettings)
+    cache: ModelCacheSettings = Field(default_factory=ModelCacheSettings)
+
+
 class OperatorSettings(SpecModel):
     """Everything the operator reads at startup."""
 
@@ -478,6 +547,10 @@ class OperatorSettings(SpecModel):
     peering: PeeringSettings = Field(default_factory=PeeringSettings)
     policy: AdminPolicy = Field(
         default_factory=AdminPolicy, description="What specs may choose (admin policy)."
+    )
+    sources: SourceSettings = Field(
+        default_factory=SourceSettings,
+        description="How builds reach the Hub (mirror, token) and S3 sources, and the cache.",
     )
 
     @field_validator("gpu_prices")

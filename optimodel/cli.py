@@ -130,7 +130,8 @@ def build(
 ) -> None:
     """Build a manifest's model locally: prune, export, quantize, gate, benchmark, publish.
 
-    Exit codes: 0 built, 2 invalid manifest, 3 accuracy gate failed, 1 other failure.
+    Exit codes: 0 built, 2 invalid manifest, 3 accuracy gate failed, 4 a source could not be
+    fetched (not found, access denied, unreachable, adapter for another base), 1 other failure.
     """
     from optimodel.build_console import build_and_show
 

@@ -121,3 +121,49 @@ def single_torch_thread() -> Iterator[None]:
         yield
     finally:
         torch.set_num_threads(previous)
+
+
+# Texts a tiny LoRA adapter is trained on (train_lora_adapter).
+ADAPTER_TEXTS = [
+    "the battery lasts all day",
+    "shipping took three weeks",
+    "great value for the price",
+    "the screen cracked after a month",
+    "customer service answered at once",
+    "it does exactly what it says",
+    "too loud to use at night",
+    "I would buy it again",
+]
+
+
+def train_lora_adapter(base: Any, folder: Path, steps: int = 30) -> Path:
+    """Train a LoRA adapter (query/value, rank 4) on `base` for `steps` Adam steps, pulling its
+    mean-pooled embeddings towards random targets, and save it as peft does."""
+    import peft
+    import torch
+
+    torch.manual_seed(1)
+    config = peft.LoraConfig(r=4, lora_alpha=16, target_modules=["query", "value"])
+    model = peft.get_peft_model(base, config)
+    batch = minilm_tokenizer()(ADAPTER_TEXTS, padding=True, return_tensors="pt")
+    targets = torch.randn(len(ADAPTER_TEXTS), base.config.hidden_size)
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    for _ in range(steps):
+        hidden = model(**batch).last_hidden_state
+        mask = batch["attention_mask"].unsqueeze(-1)
+        pooled = (hidden * mask).sum(1) / mask.sum(1)
+        loss = torch.nn.functional.mse_loss(pooled, targets)
+        optimizer.zero_grad()
+        loss.backward()  # type: ignore[no-untyped-call]
+        optimizer.step()
+    model.save_pretrained(str(folder))
+    return folder
+
+
+@functools.cache
+def tiny_adapter_dir() -> Path:
+    """A LoRA adapter trained on tiny_model_dir("bert") (made once per test session)."""
+    import transformers
+
+    base = transformers.AutoModel.from_pretrained(tiny_model_dir("bert"))
+    return train_lora_adapter(base, _ROOT / "bert-lora")

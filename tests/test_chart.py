@@ -107,6 +107,17 @@ VALUE_SETS: dict[str, Values] = {
             },
         },
     },
+    "sources": {
+        "sources": {
+            "hub": {"endpoint": "https://hf-mirror.internal", "tokenSecret": {"name": "hf"}},
+            "s3": {
+                "endpoint": "https://minio.models:9000",
+                "region": "eu-west-1",
+                "credentialsSecret": {"name": "model-readers"},
+            },
+            "cache": {"claimName": "model-cache", "sizeLimit": "50Gi"},
+        }
+    },
     "budget-prometheus": {
         "budgetIntervalSeconds": 30,
         "cpuReplicaPrice": 0.25,
@@ -431,6 +442,7 @@ def test_settings_change_rolls_the_operator(rendered: dict[str, Rendered]) -> No
 # --- values -> settings ----------------------------------------------------------------------
 
 SETTINGS_KEYS = {
+    "sources",
     "builderImage",
     "tritonImage",
     "s3SyncImage",
@@ -550,6 +562,31 @@ def test_s3_store_and_pinned_images(rendered: dict[str, Rendered]) -> None:
     image = deployment_container(result)["image"]
     assert image == "ghcr.io/optimodel/optimodel-operator@sha256:" + "a" * 64
     assert "write to s3://models/optimodel)" in result.notes and "PVC" not in result.notes
+
+
+def test_source_values_reach_the_settings(rendered: dict[str, Rendered]) -> None:
+    assert rendered["default"].settings()["sources"] == {
+        "hub": {},
+        "s3": {},
+        "cache": {"subPath": "", "sizeLimit": "20Gi"},
+    }
+    settings = rendered["sources"].settings()["sources"]
+    assert settings == {
+        "hub": {
+            "endpoint": "https://hf-mirror.internal",
+            "tokenSecret": {"name": "hf", "key": "HF_TOKEN"},
+        },
+        "s3": {
+            "endpoint": "https://minio.models:9000",
+            "region": "eu-west-1",
+            "credentialsSecret": {"name": "model-readers"},
+        },
+        "cache": {"claimName": "model-cache", "subPath": "", "sizeLimit": "50Gi"},
+    }
+    settings_module = pytest.importorskip("optimodel.operator.settings")
+    parsed = settings_module.parse_settings(rendered["sources"].settings(), {}, origin="sources")
+    assert parsed.sources.hub.token_secret.name == "hf"
+    assert parsed.sources.cache.claim_name == "model-cache"
 
 
 def test_namespaced_settings_list_the_watched_namespaces(rendered: dict[str, Rendered]) -> None:

@@ -129,6 +129,7 @@ def test_successful_job_yields_the_report_as_build_status() -> None:
     assert outcome.seconds == 180
 
 
+SOURCE_MISSING = "spec.source.revision: 'hf://acme/m' at revision 'v9': the revision does not exist"
 GATE = json.dumps(
     {
         "reason": "AccuracyBelowThreshold",
@@ -165,6 +166,35 @@ GATE = json.dumps(
             "403",
         ),
         ([], "BuildFailed", "BackoffLimitExceeded"),
+        # Sources and the store: the builder's (or the upload's) own reason, field and fix.
+        (
+            [pod(4, json.dumps({"reason": "SourceNotFound", "message": SOURCE_MISSING}))],
+            "SourceNotFound",
+            "spec.source.revision: 'hf://acme/m' at revision 'v9'",
+        ),
+        (
+            [
+                pod(
+                    4,
+                    json.dumps({"reason": "SourceAccessDenied", "message": "spec.source.uri: 401"}),
+                )
+            ],
+            "SourceAccessDenied",
+            "spec.source.uri",
+        ),
+        (
+            [
+                pod(0, "", init=True),
+                pod(
+                    4,
+                    json.dumps({"reason": "StorageAccessDenied", "message": "spec.storage.s3.uri"}),
+                    container="upload",
+                    finished="2026-01-01T00:03:00Z",
+                ),
+            ],
+            "StorageAccessDenied",
+            "spec.storage.s3.uri",
+        ),
     ],
 )
 def test_failed_job_reports_the_builders_own_error(

@@ -119,9 +119,12 @@ def test_build_job_validates_and_carries_the_build(storage: dict[str, Any] | Non
     spec = job["spec"]
     assert spec["backoffLimit"] == settings.build.backoff_limit
     assert spec["ttlSecondsAfterFinished"] == settings.build.ttl_seconds_after_finished
-    # The deterministic failures (invalid spec, accuracy gate) are never retried.
-    rule = spec["podFailurePolicy"]["rules"][0]
+    # The deterministic failures (invalid spec, accuracy gate) are never retried, nor a source
+    # or store that refused after the builder's own retries (any container).
+    rule, sources = spec["podFailurePolicy"]["rules"][:2]
     assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [2, 3]
+    assert sources["action"] == "FailJob" and sources["onExitCodes"]["values"] == [4]
+    assert "containerName" not in sources["onExitCodes"]
     pod = spec["template"]["spec"]
     assert pod["restartPolicy"] == "Never"
     containers = pod.get("initContainers", []) + pod["containers"]
@@ -156,7 +159,17 @@ def test_s3_build_uploads_with_the_secret_keys_and_the_builder_never_sees_them()
     upload = pod["containers"][0]
     assert "AWS_ACCESS_KEY_ID" not in env_of(builder)
     env = env_of(upload)
-    assert upload["image"] == settings.s3_sync_image
+    assert upload["image"] == settings.builder_image
+    assert upload["command"] == ["python", "-m", "optimodel.model_builder.publish"]
+    assert upload["args"] == [
+        "--from",
+        env["OUT_DIR"],
+        "--to",
+        env["ARTIFACT_URI"],
+        "--field",
+        "spec.storage.s3.uri",
+    ]
+    assert upload["terminationMessagePath"] == "/dev/termination-log"
     assert env["ARTIFACT_URI"] == "s3://ml-artifacts/optimodel/ml/minilm/g3"
     assert env["AWS_ENDPOINT_URL"] == "https://minio.storage:9000"
     assert env["AWS_ACCESS_KEY_ID"] == {
@@ -497,3 +510,99 @@ def test_helper_containers_always_run_the_platforms_images() -> None:
             + job["spec"]["template"]["spec"]["containers"]
         }
         assert images <= {settings.builder_image, settings.s3_sync_image}
+
+
+SOURCES = {
+    "hub": {
+        "endpoint": "https://hf-mirror.internal",
+        "tokenSecret": {"name": "hub-token", "key": "token"},
+    },
+    "s3": {
+        "endpoint": "https://minio.models:9000",
+        "region": "eu-west-1",
+        "credentialsSecret": {"name": "model-readers"},
+    },
+}
+
+
+def _builder(job: dict[str, Any]) -> dict[str, Any]:
+    pod = job["spec"]["template"]["spec"]
+    return next(
+        c
+        for c in pod.get("initContainers", []) + pod["containers"]
+        if c["name"] == naming.BUILDER_CONTAINER
+    )
+
+
+def test_hub_sources_get_the_mirror_and_the_token_secret_never_the_s3_keys() -> None:
+    settings = OperatorSettings.model_validate({"sources": SOURCES})
+    job = render_build_job(build_request(make_spec(), settings), settings)
+    env = env_of(_builder(job))
+    assert env["HF_ENDPOINT"] == "https://hf-mirror.internal"
+    assert env["HF_TOKEN"] == {"secretKeyRef": {"name": "hub-token", "key": "token"}}
+    assert "AWS_ACCESS_KEY_ID" not in env and "AWS_ENDPOINT_URL" not in env
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+
+def test_s3_sources_get_the_platform_s3_access_and_no_hub_token() -> None:
+    settings = OperatorSettings.model_validate({"sources": SOURCES})
+    spec = make_spec(
+        source={
+            "uri": "s3://model-zoo/minilm",
+            "task": "feature-extraction",
+            "adapter": {"uri": "pvc://adapters/reviews"},
+        },
+        optimize={"evalData": {"uri": "s3://datasets/eval.jsonl"}},
+        storage=S3,
+    )
+    job = render_build_job(build_request(spec, settings), settings)
+    builder = _builder(job)
+    env = env_of(builder)
+    assert env["AWS_ENDPOINT_URL"] == "https://minio.models:9000"
+    assert env["AWS_REGION"] == "eu-west-1"
+    # The source readers' keys, not the artifact store's (those go to the upload only).
+    assert env["AWS_ACCESS_KEY_ID"] == {
+        "secretKeyRef": {"name": "model-readers", "key": "AWS_ACCESS_KEY_ID"}
+    }
+    assert "HF_TOKEN" not in env and "HF_ENDPOINT" not in env
+    sent = BuildSpec.model_validate_json(env["OPTIMODEL_BUILD_SPEC"])
+    assert sent.source.uri == "s3://model-zoo/minilm"
+    assert sent.source.adapter is not None
+    assert sent.source.adapter.uri == "file:///mnt/sources/adapters/reviews"
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)
+
+
+@pytest.mark.parametrize(
+    ("cache", "storage", "expected", "volume"),
+    [
+        ({}, None, "/artifacts/.model-cache", None),
+        ({}, PVC, "/artifacts/builds/.model-cache", None),
+        ({}, S3, "/cache", {"emptyDir": {"sizeLimit": "20Gi"}}),
+        (
+            {"claimName": "hub-cache", "subPath": "optimodel"},
+            S3,
+            "/cache",
+            {"persistentVolumeClaim": {"claimName": "hub-cache"}},
+        ),
+    ],
+)
+def test_the_download_cache_outlives_the_build(
+    cache: dict[str, Any],
+    storage: dict[str, Any] | None,
+    expected: str,
+    volume: dict[str, Any] | None,
+) -> None:
+    settings = OperatorSettings.model_validate({"sources": {"cache": cache}})
+    job = render_build_job(build_request(make_spec(storage=storage), settings), settings)
+    builder = _builder(job)
+    env = env_of(builder)
+    assert env["OPTIMODEL_MODEL_CACHE"] == expected
+    assert env["HF_HUB_CACHE"] == f"{expected}/huggingface/hub"
+    mounted = [m["mountPath"] for m in builder["volumeMounts"]]
+    assert any(expected.startswith(path) for path in mounted)
+    volumes = {v["name"]: v for v in job["spec"]["template"]["spec"]["volumes"]}
+    if volume is None:
+        assert "model-cache" not in volumes
+    else:
+        assert {k: v for k, v in volumes["model-cache"].items() if k != "name"} == volume
+    kubernetes_validate.validate(job, K8S_VERSION, strict=True)

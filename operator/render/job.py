@@ -1,12 +1,18 @@
 """The builder Job: runs `python -m optimodel.model_builder` on one generation's spec.
 
 PVC store: one container writes straight into the claim. S3 store: the builder runs as an
-init container writing to an emptyDir, then an aws-cli container uploads the folder (the
-builder image needs no cloud SDK and never sees the credentials).
+init container writing to an emptyDir, then an upload container (the builder image running
+`python -m optimodel.model_builder.publish`) uploads the repository with the store's
+credentials, which the build container never sees.
+
+The builder fetches its sources itself (model_builder/sources): hf:// through the operator's
+Hub endpoint and token Secret, s3:// with the operator's source credentials, into a download
+cache reused across builds (render/sources.py).
 
 Retries are bounded twice: `backoffLimit` for unexpected failures (exit 1, OOM, eviction),
-and a pod failure policy that fails the Job at once on exit 2 (invalid spec) and 3 (accuracy
-gate): running the same deterministic build again cannot change its verdict.
+and a pod failure policy that fails the Job at once on exit 2 (invalid spec), 3 (accuracy
+gate) and 4 (a source or the store refused for good: not found, access denied, unreachable
+after the builder's own retries): running the same build again cannot change its verdict.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from optimodel.operator.artifacts import (
     ArtifactStore,
     pvc_location,
 )
-from optimodel.operator.builds import EXIT_ACCURACY_GATE, EXIT_INVALID_SPEC
+from optimodel.operator.builds import EXIT_ACCURACY_GATE, EXIT_INVALID_SPEC, EXIT_SOURCE_FAILED
 from optimodel.operator.render.common import (
     Manifest,
     ModelRef,
@@ -35,6 +41,7 @@ from optimodel.operator.render.common import (
     restricted_container_security,
     restricted_pod_security,
 )
+from optimodel.operator.render.sources import source_access
 from optimodel.operator.render.storage import s3_env
 from optimodel.operator.settings import OperatorSettings
 
@@ -94,7 +101,12 @@ def _data(ref: DataRef | None, mounts: _SourceMounts) -> DataRef | None:
 def builder_spec(request: BuildRequest, mounts: _SourceMounts) -> BuildSpec:
     """The BuildSpec the builder gets: the model's spec with pvc:// inputs as local paths."""
     spec = request.spec
-    source: Source = spec.source.model_copy(update={"uri": mounts.local_uri(spec.source.uri)})
+    adapter = spec.source.adapter
+    if adapter is not None:
+        adapter = adapter.model_copy(update={"uri": mounts.local_uri(adapter.uri)})
+    source: Source = spec.source.model_copy(
+        update={"uri": mounts.local_uri(spec.source.uri), "adapter": adapter}
+    )
     optimize: Optimize = spec.optimize.model_copy(
         update={
             "calibration_data": _data(spec.optimize.calibration_data, mounts),
@@ -128,6 +140,9 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
         out_dir = f"{OUT_MOUNT}/g{request.generation}"
         volumes.append(empty_dir("out", sizes.out))
         builder_mounts.append({"name": "out", "mountPath": OUT_MOUNT})
+    access = source_access(build_spec, store, settings)
+    volumes += access.volumes
+    builder_mounts += access.mounts
 
     builder: dict[str, Any] = {
         "name": naming.BUILDER_CONTAINER,
@@ -139,6 +154,7 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
             {"name": OUTPUT_DIR_ENV, "value": out_dir},
             {"name": "HOME", "value": "/tmp"},
             {"name": "HF_HOME", "value": "/tmp/huggingface"},
+            *access.env,
         ],
         "resources": container_resources(settings.build.resources),
         "terminationMessagePath": "/dev/termination-log",
@@ -158,10 +174,13 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
         pod_spec["containers"] = [builder]
     else:
         assert store.s3 is not None
+        from_spec = request.spec.storage is not None and request.spec.storage.s3 is not None
+        storage_field = "spec.storage.s3.uri" if from_spec else "operator setting artifactStore.s3"
         upload = {
-            "name": "upload",
-            "image": settings.s3_sync_image,
-            "command": ["sh", "-c", 'aws s3 sync "$OUT_DIR" "$ARTIFACT_URI" --only-show-errors'],
+            "name": naming.UPLOAD_CONTAINER,
+            "image": settings.builder_image,
+            "command": ["python", "-m", "optimodel.model_builder.publish"],
+            "args": ["--from", out_dir, "--to", request.artifact_uri, "--field", storage_field],
             "env": [
                 {"name": "OUT_DIR", "value": out_dir},
                 {"name": "ARTIFACT_URI", "value": request.artifact_uri},
@@ -169,6 +188,7 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
                 *s3_env(store.s3),
             ],
             "resources": container_resources(settings.build.upload_resources),
+            "terminationMessagePath": "/dev/termination-log",
             "terminationMessagePolicy": "FallbackToLogsOnError",
             "securityContext": restricted_container_security(),
             "volumeMounts": [
@@ -207,6 +227,12 @@ def render_build_job(request: BuildRequest, settings: OperatorSettings) -> Manif
                             "operator": "In",
                             "values": [EXIT_INVALID_SPEC, EXIT_ACCURACY_GATE],
                         },
+                    },
+                    # A source or the store refused after the builder's own bounded retries
+                    # (any container: the build's fetch, or the upload).
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {"operator": "In", "values": [EXIT_SOURCE_FAILED]},
                     },
                     # Evictions and node drains are not the build's fault: retry them freely.
                     {
