@@ -134,7 +134,7 @@ class KubeApi:
         self._timeout = timeout_seconds
 
     def close(self) -> None:
-        self._client.close()  # type: ignore[no-untyped-call, unused-ignore]
+        self._client.close()  # type: ignore[no-untyped-call]
 
     def _call(
         self,
@@ -153,7 +153,7 @@ class KubeApi:
         response = self._client.call_api(
             method, url, header_params=headers, body=body, _request_timeout=self._timeout
         )
-        data = response.read()  # type: ignore[no-untyped-call, unused-ignore]
+        data = response.read()  # type: ignore[no-untyped-call]
         try:
             payload: Any = json.loads(data) if data else {}
         except ValueError:

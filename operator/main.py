@@ -62,10 +62,10 @@ def kube_configuration() -> k8s.Configuration:
     """In-cluster service account first, then the local kubeconfig."""
     configuration = k8s.Configuration()
     try:
-        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call, unused-ignore]
+        k8s_config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
     except k8s_config.ConfigException:
         try:
-            k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call, unused-ignore]
+            k8s_config.load_kube_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
         except (k8s_config.ConfigException, FileNotFoundError) as error:
             raise KubeConnectionError(
                 "no Kubernetes credentials: not running in a pod with a service account, and "

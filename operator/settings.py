@@ -499,7 +499,8 @@ class OperatorSettings(SpecModel):
     s3_sync_image: str = Field(
         default="amazon/aws-cli:2.22.35",
         min_length=1,
-        description="Image with the aws CLI: uploads builds to, and fetches them from, s3://.",
+        description="Image with the aws CLI: serving pods fetch builds from s3:// with it (the "
+        "builder image uploads them).",
     )
     artifact_store: Storage = Field(
         default_factory=lambda: Storage(pvc=PvcStorage(claim_name="optimodel-artifacts")),

@@ -139,7 +139,7 @@ def test_the_kubernetes_client_lists_by_label_and_watches(
         threading.Thread(target=later).start()
         events = []
         # The client sends watch=True; replay starts after the listed resourceVersion.
-        stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call, unused-ignore]
+        stream = k8s_watch.Watch().stream(  # type: ignore[no-untyped-call]
             core.list_namespaced_config_map,
             NS,
             resource_version=listed.metadata.resource_version,

@@ -129,6 +129,17 @@ def test_successful_job_yields_the_report_as_build_status() -> None:
     assert outcome.seconds == 180
 
 
+def test_the_resolved_commits_reach_the_build_status() -> None:
+    body = model()
+    report = {**built_report(key_and_hash(body)[1]), "sourceCommit": "a" * 40}
+    message = json.dumps({"reason": "Built", "report": report | {"adapterCommit": "b" * 40}})
+    outcome = observe_build(job(body, 1, "succeeded"), [pod(0, message)], "pvc://a/g1", 1)
+    assert outcome.build is not None
+    assert (outcome.build.source_commit, outcome.build.adapter_commit) == ("a" * 40, "b" * 40)
+    dumped = outcome.build.model_dump(by_alias=True)
+    assert dumped["sourceCommit"] == "a" * 40
+
+
 SOURCE_MISSING = "spec.source.revision: 'hf://acme/m' at revision 'v9': the revision does not exist"
 GATE = json.dumps(
     {

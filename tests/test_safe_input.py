@@ -290,6 +290,8 @@ def _crd_patterns(node: Any, path: str = "") -> dict[str, str]:
 ACCEPTED = {
     ".spec.source.uri": "hf://sentence-transformers/all-MiniLM-L6-v2",
     ".spec.source.revision": "main",
+    ".spec.source.adapter.uri": "s3://models/adapters/reviews-lora",
+    ".spec.source.adapter.revision": "v1.0",
     ".spec.optimize.calibrationData.uri": "pvc://data/texts.jsonl",
     ".spec.optimize.evalData.uri": "builtin://eval-texts",
     ".spec.serving.gpu.type": "nvidia-l4",
