@@ -68,7 +68,8 @@ def test_the_artifact_computes_base_plus_adapter(tmp_path: Path) -> None:
     assert "LoRA adapter" in next(s.detail for s in report.steps if s.name == "load")
 
     tokenizer = minilm_tokenizer()
-    artifact = onnx_outputs(tmp_path / "tiny" / "1" / "model.onnx", tokenizer, ADAPTER_TEXTS, 128)
+    [model_file] = (tmp_path / "tiny").rglob("model.onnx")
+    artifact = onnx_outputs(model_file, tokenizer, ADAPTER_TEXTS, 128)
     base = transformers.AutoModel.from_pretrained(tiny_model_dir("bert")).eval()
     base_only = torch_outputs(TaskModel(base, "feature-extraction"), tokenizer, ADAPTER_TEXTS, 128)
     with_adapter = peft.PeftModel.from_pretrained(

@@ -34,6 +34,7 @@ from optimodel.operator.render.deployment import (
     CONFIG_MOUNT,
     TritonDeploymentInputs,
     render_triton_deployment,
+    served_models,
 )
 from optimodel.operator.settings import OperatorSettings
 from tests.builder_models import single_torch_thread, tiny_adapter_dir, tiny_model_dir
@@ -152,32 +153,36 @@ def _spec(store_uri: str) -> dict[str, Any]:
 
 
 def _run_fetch_step(
-    deployment: dict[str, Any], env: dict[str, str], config_text: str, root: Path
+    deployment: dict[str, Any], env: dict[str, str], configs: dict[str, str], root: Path
 ) -> Path:
     """The serving pod's fetch-model init container, run here: its own script and env, the
-    mount paths mapped into `root`, the real aws CLI on PATH."""
+    volumes (model repository, ConfigMap) mapped into `root`, the real aws CLI on PATH."""
     pod = deployment["spec"]["template"]["spec"]
     fetch_step = next(c for c in pod["initContainers"] if c["name"] == "fetch-model")
     config_dir = root / "triton-config"
     config_dir.mkdir(parents=True)
-    (config_dir / naming.CONFIG_FILE).write_text(config_text)
-    script = fetch_step["command"][2].replace(CONFIG_MOUNT, str(config_dir))
+    for model, text in configs.items():
+        (config_dir / naming.config_key(model)).write_text(text)
     rendered = {e["name"]: e["value"] for e in fetch_step["env"] if "value" in e}
     secrets = [e["name"] for e in fetch_step["env"] if "valueFrom" in e]
     assert secrets == ["AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"]
-    model_dir = root / "models" / MODEL.name
+    models = root / "models"
+    models.mkdir()
     run_env = {
         **rendered,
         **env,
-        "MODEL_DIR": str(model_dir),
+        "MODELS": str(models),
+        "CONFIGS": str(config_dir),
         "HOME": str(root),
         "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}",
     }
+    script = fetch_step["command"][2]
+    assert CONFIG_MOUNT not in script and "/models" not in script  # only through the env
     done = subprocess.run(
         ["sh", "-c", script], env=run_env, capture_output=True, text=True, timeout=120
     )
     assert done.returncode == 0, done.stderr
-    return model_dir
+    return models
 
 
 def test_build_from_s3_publish_to_another_bucket_and_serve_those_keys(
@@ -226,15 +231,17 @@ def test_build_from_s3_publish_to_another_bucket_and_serve_those_keys(
 
     # The serving Deployment for that build fetches exactly what was written.
     build = build_status(summary, artifact_uri, 1)
-    deployment = render_triton_deployment(
-        TritonDeploymentInputs(MODEL, spec, build, artifacts, "hash", 1), settings
-    )
-    model_dir = _run_fetch_step(
-        deployment, builder_env.uploader.env(), "served config\n", tmp_path / "pod"
-    )
-    model_file = model_dir / "1" / "model.onnx"
-    assert model_file.read_bytes() == (out / MODEL.name / "1" / "model.onnx").read_bytes()
-    assert (model_dir / naming.CONFIG_FILE).read_text() == "served config\n"
+    inputs = TritonDeploymentInputs(MODEL, spec, build, artifacts, "hash", 1)
+    deployment = render_triton_deployment(inputs, settings)
+    configs = {model: f"# config of {model}\n" for model in served_models(inputs)}
+    served = _run_fetch_step(deployment, builder_env.uploader.env(), configs, tmp_path / "pod")
+    fetched = {p.relative_to(served).as_posix(): p for p in served.rglob("*") if p.is_file()}
+    assert set(fetched) >= set(local)
+    for name in local:  # every file the upload wrote, byte for byte (configs: the ConfigMap's)
+        if not name.endswith(naming.CONFIG_FILE):
+            assert fetched[name].read_bytes() == (built / name).read_bytes()
+    for model, text in configs.items():  # and each model's config from the ConfigMap
+        assert fetched[f"{model}/{naming.CONFIG_FILE}"].read_text() == text
 
 
 def test_an_upload_the_store_refuses_fails_with_its_reason(
