@@ -136,6 +136,9 @@ def alternating_timings(
 def _optimum_artifacts(
     model_dir: Path, work: Path, install: bool, console: Console
 ) -> tuple[dict[str, Path], str]:
+    # Run as `python benchmarks/builder_speedup.py`, only benchmarks/ is on the path.
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
     from benchmarks.compare.optimum_presets import PRESETS
     from benchmarks.compare.optimum_venv import ensure_optimum, quantize_with_presets
 
