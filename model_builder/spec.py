@@ -30,6 +30,8 @@ QuantizeMode = Literal[
 ]
 RecipeChoice = Literal["auto", RecipeName]
 Accelerator = Literal["none", "tensorrt"]
+# Which nodes serving replicas run on (operator/capacity.py renders it for the cluster).
+Capacity = Literal["on-demand", "spot", "spot-with-fallback"]
 AccuracyMetric = Literal["cosine", "top1-agreement", "accuracy"]
 DataFormat = Literal["jsonl", "csv"]
 
@@ -310,6 +312,25 @@ class Serving(SpecModel):
             "GPU execution accelerator of Triton's onnxruntime backend: none (CUDA provider) or "
             "tensorrt (FP16 engines built at load, cached; profile shapes from maxBatchSize x "
             "source.maxSequenceLength)."
+        ),
+    )
+    capacity: Capacity = Field(
+        default="on-demand",
+        description=(
+            "Node capacity of the replicas above the on-demand base: on-demand (all replicas "
+            "on on-demand nodes), spot (only on spot nodes) or spot-with-fallback (prefer spot, "
+            "run on on-demand when no spot node has room). Spot needs the operator's "
+            "serving.capacity.provider setting."
+        ),
+    )
+    on_demand_replicas: int | None = Field(
+        default=None,
+        ge=0,
+        le=1000,
+        description=(
+            "Replicas that always run on on-demand nodes when capacity is spot or "
+            "spot-with-fallback (the base; only the rest scale); unset: "
+            "autoscaling.minReplicas (without autoscaling, also at most replicas)."
         ),
     )
 

@@ -211,6 +211,14 @@ class FailedBuild(SpecModel):
     message: str = Field(default="", max_length=32768, description="Its message.")
 
 
+class CapacityCost(SpecModel):
+    """The serving pods on one capacity type (on-demand or spot nodes) and their spend."""
+
+    replicas: int = Field(default=0, ge=0, description="Serving pods on such nodes now.")
+    current_usd_per_hour: float = Field(default=0.0, ge=0, alias="currentUSDPerHour")
+    month_to_date_usd: float = Field(default=0.0, ge=0, alias="monthToDateUSD")
+
+
 class CostStatus(SpecModel):
     """What serving costs now and what the budget allows."""
 
@@ -227,6 +235,14 @@ class CostStatus(SpecModel):
     monthly_budget_alerts: list[int] = Field(
         default_factory=list,
         description="Percentages of the monthly budget already announced by an Event this month.",
+    )
+    on_demand: CapacityCost | None = Field(
+        default=None,
+        description="Pods on on-demand nodes (each priced by its node's labels), and their "
+        "share of monthToDateUSD.",
+    )
+    spot: CapacityCost | None = Field(
+        default=None, description="Pods on spot nodes, and their share of monthToDateUSD."
     )
 
 

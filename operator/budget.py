@@ -23,6 +23,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from optimodel.operator import api, cost
+from optimodel.operator.capacity import ServingSpendRate, replica_split
 from optimodel.operator.planning import describe_problems
 from optimodel.operator.render import initial_replicas
 from optimodel.operator.status import ConditionUpdate, ModelEvent, find_condition
@@ -70,7 +71,9 @@ def replica_bounds(spec: api.OptimizedModelSpec) -> tuple[int, int]:
     (BudgetBelowMinimum when they are unaffordable)."""
     scaling = spec.autoscaling
     if scaling.enabled:
-        return scaling.min_replicas, max(scaling.min_replicas, scaling.max_replicas)
+        # minReplicas, or with spot capacity and an HPA the base plus the spot tier's one.
+        low = replica_split(spec).min_total
+        return low, max(low, scaling.max_replicas)
     fixed = initial_replicas(spec)
     return fixed, fixed
 
@@ -154,10 +157,13 @@ def assess_model_budget(
     tick: SpendTick | None = None,
     idle_since: datetime | None = None,
     lookahead: timedelta = cost.DEFAULT_LOOKAHEAD,
+    spend_rate: ServingSpendRate | None = None,
 ) -> BudgetOutcome:
     """The budget of one model after this reconcile.
 
-    `replicas` is the Deployment's status.replicas (0 when nothing is deployed), `idle_since`
+    `replicas` is the Deployments' status.replicas (0 when nothing is deployed), `spend_rate`
+    its pods priced one by one (capacity.price_serving_pods; None: `replicas` on-demand),
+    `idle_since`
     the last tick that found nothing running and was not written (kept in memory by the
     reconciler). A bad annotation or an unpriced GPU never raises: it is WithinBudget=False
     with the reason and the fix, one Warning Event, and the last cap holds.
@@ -177,7 +183,8 @@ def assess_model_budget(
 
     stored = _cost_document(previous.cost)
     state = cost.SpendState.from_status(stored)
-    at, idle = _accounting_moment(state, replicas * price, price, now, tick)
+    rate = replicas * price if spend_rate is None else spend_rate.usd_per_hour
+    at, idle = _accounting_moment(state, rate, price, now, tick)
     if (
         stored is not None
         and state is not None
@@ -202,6 +209,12 @@ def assess_model_budget(
             inferences_per_second=inference_rate,
             previous_reason=old_condition.reason if old_condition else None,
             lookahead=lookahead,
+            by_capacity=None
+            if spend_rate is None
+            else {
+                capacity: (share.replicas, share.usd_per_hour)
+                for capacity, share in spend_rate.by_capacity.items()
+            },
         )
     except cost.CostError as error:
         cap = _fallback_cap(low, high, previous.cost, annotations)

@@ -93,16 +93,24 @@ def controlled_by(child: Mapping[str, Any], owner_uid: str) -> bool:
     return False
 
 
-def comparable(desired: Mapping[str, Any], scaled_elsewhere: bool) -> dict[str, Any]:
+def comparable(
+    desired: Mapping[str, Any], scaled_elsewhere: bool, autoscaled: str | None = None
+) -> dict[str, Any]:
     """The rendered fields the operator keeps enforcing after creation.
 
-    With autoscaling on, the autoscaler owns a Deployment's replicas after creation. An
+    With autoscaling on, the autoscaler owns a Deployment's replicas after creation (only
+    the Deployment named `autoscaled`, when given: the spot tier, not the fixed base). An
     autoscaler's cap belongs to the budget: it is compared and patched on its own
     (`autoscaling.autoscaler_cap_patch`), so a new cap never rewrites the autoscaler."""
     if autoscaling.is_autoscaler(desired):
         return autoscaling.without_cap(desired)
     wanted = copy.deepcopy(dict(desired))
-    if scaled_elsewhere and wanted.get("kind") == "Deployment":
+    name = (wanted.get("metadata") or {}).get("name")
+    if (
+        scaled_elsewhere
+        and wanted.get("kind") == "Deployment"
+        and (autoscaled is None or name == autoscaled)
+    ):
         wanted.get("spec", {}).pop("replicas", None)
     return wanted
 
@@ -124,12 +132,13 @@ def plan_child(
     actual: Mapping[str, Any] | None,
     owner_uid: str,
     scaled_elsewhere: bool,
+    autoscaled: str | None = None,
 ) -> ChildChange:
     """Compare one rendered child with the cluster.
 
     Each child carries the hash of what was rendered for it, which tells a changed rendering
     (update) from a hand edit (restore)."""
-    wanted = comparable(desired, scaled_elsewhere)
+    wanted = comparable(desired, scaled_elsewhere, autoscaled)
     digest = rendered_hash(wanted)
     if actual is None:
         return ChildChange("create", _annotated(desired, digest), None)
@@ -151,6 +160,7 @@ def plan_children(
     actual: Mapping[tuple[str, str], Mapping[str, Any] | None],
     owner_uid: str,
     scaled_elsewhere: bool,
+    autoscaled: str | None = None,
 ) -> list[ChildChange]:
     """One change per rendered child; `actual` is keyed by (kind, name)."""
     return [
@@ -159,6 +169,7 @@ def plan_children(
             actual.get((str(child["kind"]), str(child["metadata"]["name"]))),
             owner_uid,
             scaled_elsewhere,
+            autoscaled,
         )
         for child in desired
     ]

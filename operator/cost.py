@@ -19,14 +19,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from types import MappingProxyType
 from typing import Any, Literal
 
 from optimodel.model_builder.spec import Serving
 from optimodel.operator import api, hardware
-from optimodel.operator.hardware import CapacityType
+from optimodel.operator.hardware import CAPACITY_TYPES, CapacityType
 from optimodel.operator.status import ModelEvent
 
 # The prices live in the hardware catalog (hardware.py), the one source of truth; these are
@@ -255,6 +255,19 @@ def hours_left_in_month(moment: datetime) -> float:
 
 
 @dataclass(frozen=True)
+class CapacityShare:
+    """The serving pods on one capacity type: how many, their rate, their month-to-date."""
+
+    replicas: int = 0
+    usd_per_hour: float = 0.0
+    month_to_date_usd: float = 0.0
+
+
+# The current pods by capacity type: (replicas, USD per hour of them all).
+CapacityRates = Mapping[CapacityType, tuple[int, float]]
+
+
+@dataclass(frozen=True)
 class SpendState:
     """Month-to-date serving spend; persisted in status.cost so it survives restarts."""
 
@@ -265,6 +278,8 @@ class SpendState:
     replica_usd_per_hour: float = 0.0
     max_affordable_replicas: int | None = None
     alerted_percents: tuple[int, ...] = ()
+    # The split by capacity type (on-demand, spot); its month-to-dates sum to the total.
+    shares: Mapping[CapacityType, CapacityShare] = field(default_factory=dict)
 
     @classmethod
     def from_status(cls, cost: Mapping[str, Any] | None) -> SpendState | None:
@@ -282,6 +297,7 @@ class SpendState:
             replica_usd_per_hour=status.replica_usd_per_hour,
             max_affordable_replicas=status.max_affordable_replicas,
             alerted_percents=tuple(status.monthly_budget_alerts),
+            shares=_shares_of(status),
         )
 
     def to_status(self, usd_per_million_inferences: float | None = None) -> dict[str, Any]:
@@ -296,52 +312,107 @@ class SpendState:
             accounted_at=self.accounted_at,
             month=self.month,
             monthly_budget_alerts=list(self.alerted_percents),
+            on_demand=_share_status(self.shares.get("on-demand")),
+            spot=_share_status(self.shares.get("spot")),
         )
         return status.model_dump(by_alias=True, mode="json", exclude_none=True)
 
+    def with_cap(self, affordable: int | None, alerted: tuple[int, ...]) -> SpendState:
+        """This state with the cap and the alerts of its assessment."""
+        return replace(self, max_affordable_replicas=affordable, alerted_percents=alerted)
+
+
+def _share_status(share: CapacityShare | None) -> api.CapacityCost | None:
+    if share is None:
+        return None
+    return api.CapacityCost(
+        replicas=share.replicas,
+        current_usd_per_hour=share.usd_per_hour,
+        month_to_date_usd=share.month_to_date_usd,
+    )
+
+
+def _shares_of(status: api.CostStatus) -> dict[CapacityType, CapacityShare]:
+    """The split in status.cost (none in a status written before it: see accrue_spend)."""
+    found: dict[CapacityType, CapacityShare] = {}
+    for capacity, item in (("on-demand", status.on_demand), ("spot", status.spot)):
+        if item is not None:
+            found[capacity] = CapacityShare(  # type: ignore[index]
+                item.replicas, item.current_usd_per_hour, item.month_to_date_usd
+            )
+    return found
+
 
 def accrue_spend(
-    previous: SpendState | None, replicas: int, replica_usd_per_hour: float, now: datetime
+    previous: SpendState | None,
+    replicas: int,
+    replica_usd_per_hour: float,
+    now: datetime,
+    by_capacity: CapacityRates | None = None,
 ) -> SpendState:
-    """Integrate replicas x price from the last accounting to `now`.
+    """Integrate the serving pods' cost from the last accounting to `now`.
 
-    Between two observations the replica count is unknown, so the interval is charged at the
-    larger of the two rates: month-to-date never under-counts, and the cap built on it stays
-    safe. Spend is split at month boundaries; a new month starts from zero with no alerts.
+    `by_capacity` is the current rate of the pods on each capacity type (spend priced per
+    pod, operator/capacity.py); without it, `replicas` x `replica_usd_per_hour` on-demand.
+    Between two observations the pods are unknown, so each capacity type's interval is
+    charged at the larger of its two rates: month-to-date never under-counts, and the cap
+    built on it stays safe. Spend is split at month boundaries; a new month starts from zero
+    with no alerts.
     """
     now = _utc(now)
     if replicas < 0 or replica_usd_per_hour < 0:
         raise ValueError("replicas and replica cost must not be negative")
-    rate = replicas * replica_usd_per_hour
+    current = (
+        dict(by_capacity)
+        if by_capacity is not None
+        else {"on-demand": (replicas, replicas * replica_usd_per_hour)}
+    )
+    if any(count < 0 or rate < 0 for count, rate in current.values()):
+        raise ValueError("pods and their cost must not be negative")
+    rate = sum(rate for _, rate in current.values())
     month = month_key(now)
+    old: Mapping[CapacityType, CapacityShare] = {}
+    if previous is not None:
+        # A state without a split (written before it existed) was all on-demand.
+        old = previous.shares or {
+            "on-demand": CapacityShare(0, previous.usd_per_hour, previous.month_to_date_usd)
+        }
+
+    def shares(hours: float, carried: bool) -> dict[CapacityType, CapacityShare]:
+        result: dict[CapacityType, CapacityShare] = {}
+        for capacity in CAPACITY_TYPES:
+            before = old.get(capacity)
+            count, now_rate = current.get(capacity, (0, 0.0))
+            if before is None and capacity not in current:
+                continue
+            charged = max(before.usd_per_hour if before else 0.0, now_rate) * hours
+            kept = before.month_to_date_usd if before is not None and carried else 0.0
+            result[capacity] = CapacityShare(count, now_rate, kept + charged)
+        return result
+
     if previous is None:
-        return SpendState(month, 0.0, now, rate, replica_usd_per_hour)
+        return SpendState(month, 0.0, now, rate, replica_usd_per_hour, shares=shares(0, False))
+    common = {"usd_per_hour": rate, "replica_usd_per_hour": replica_usd_per_hour}
     if now <= previous.accounted_at:
         # A clock step backwards or a replayed event: nothing new to charge, never un-charge.
-        return SpendState(
-            previous.month,
-            previous.month_to_date_usd,
-            previous.accounted_at,
-            rate,
-            replica_usd_per_hour,
-            previous.max_affordable_replicas,
-            previous.alerted_percents,
-        )
-    charged_rate = max(previous.usd_per_hour, rate)
+        return replace(previous, **common, shares=shares(0, True))  # type: ignore[arg-type]
     if previous.month == month:
-        spent = previous.month_to_date_usd + charged_rate * ((now - previous.accounted_at) / HOUR)
-        return SpendState(
-            month,
-            spent,
-            now,
-            rate,
-            replica_usd_per_hour,
-            previous.max_affordable_replicas,
-            previous.alerted_percents,
+        split = shares((now - previous.accounted_at) / HOUR, True)
+        spent = previous.month_to_date_usd + sum(
+            item.month_to_date_usd - (old[c].month_to_date_usd if c in old else 0.0)
+            for c, item in split.items()
+        )
+        return replace(
+            previous,
+            month_to_date_usd=spent,
+            accounted_at=now,
+            shares=split,
+            **common,  # type: ignore[arg-type]
         )
     since = max(previous.accounted_at, month_start(now))
-    spent = charged_rate * ((now - since) / HOUR)
-    return SpendState(month, spent, now, rate, replica_usd_per_hour, None, ())
+    split = shares((now - since) / HOUR, False)
+    spent = sum(item.month_to_date_usd for item in split.values())
+    return SpendState(month, spent, now, rate, replica_usd_per_hour, None, (), split)
 
 
 def projected_month_usd(spend: SpendState) -> float:
@@ -539,17 +610,19 @@ def assess_budget(
     inferences_per_second: float | None = None,
     previous_reason: str | None = None,
     lookahead: timedelta = DEFAULT_LOOKAHEAD,
+    by_capacity: CapacityRates | None = None,
 ) -> BudgetAssessment:
     """Account spend to `now`, recompute the cap, the condition and the Events.
 
     `previous_cost` is status.cost, `replicas` the Deployment's status.replicas, `previous_reason`
-    the reason of the current WithinBudget condition (for transition Events). Raises CostError
+    the reason of the current WithinBudget condition (for transition Events), `by_capacity`
+    the pods priced one by one (else `replicas` at the on-demand price). Raises CostError
     (`.reason`, message naming the fix) for a bad annotation or an unpriced GPU type.
     """
     budget = parse_budget(annotations)
     replica_cost = replica_cost_per_hour(serving, catalog, parse_price_override(annotations))
     previous = SpendState.from_status(previous_cost)
-    spend = accrue_spend(previous, replicas, replica_cost, now)
+    spend = accrue_spend(previous, replicas, replica_cost, now, by_capacity)
     cap = cap_replicas(
         min_replicas=min_replicas,
         max_replicas=max_replicas,
@@ -582,15 +655,7 @@ def assess_budget(
         )
         for percent in crossed
     )
-    spend = SpendState(
-        spend.month,
-        spend.month_to_date_usd,
-        spend.accounted_at,
-        spend.usd_per_hour,
-        spend.replica_usd_per_hour,
-        cap.max_affordable_replicas,
-        alerted,
-    )
+    spend = spend.with_cap(cap.max_affordable_replicas, alerted)
     condition = WithinBudget("False" if cap.below_minimum else "True", cap.reason, cap.message)
     per_million = usd_per_million_inferences(spend.usd_per_hour, inferences_per_second)
     return BudgetAssessment(

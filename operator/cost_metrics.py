@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Gauge
 
 from optimodel.operator import api
 from optimodel.operator.cost import Budget
+from optimodel.operator.hardware import CAPACITY_TYPES
 
 LABELS = ("namespace", "name")
 
@@ -54,6 +55,26 @@ class CostMetrics:
         self.within_budget = gauge(
             "optimodel_within_budget", "1 when the WithinBudget condition is True, else 0."
         )
+
+        def by_capacity(name: str, documentation: str) -> Gauge:
+            return Gauge(name, documentation, (*LABELS, "capacity"), registry=registry)
+
+        self.capacity_cost_usd_per_hour = by_capacity(
+            "optimodel_capacity_cost_usd_per_hour",
+            "Serving cost now of the pods on one capacity type (on-demand, spot).",
+        )
+        self.capacity_month_to_date_usd = by_capacity(
+            "optimodel_capacity_month_to_date_spend_usd",
+            "This month's serving spend (UTC) on one capacity type.",
+        )
+        self.capacity_replicas = by_capacity(
+            "optimodel_capacity_replicas", "Serving pods on one capacity type."
+        )
+        self._by_capacity = (
+            self.capacity_cost_usd_per_hour,
+            self.capacity_month_to_date_usd,
+            self.capacity_replicas,
+        )
         self._all = (
             self.cost_usd_per_hour,
             self.replica_usd_per_hour,
@@ -92,14 +113,28 @@ class CostMetrics:
                 _remove(gauge, namespace, name)
             else:
                 gauge.labels(namespace, name).set(value)
+        for capacity, share in (("on-demand", status.on_demand), ("spot", status.spot)):
+            shares = (
+                (self.capacity_cost_usd_per_hour, share and share.current_usd_per_hour),
+                (self.capacity_month_to_date_usd, share and share.month_to_date_usd),
+                (self.capacity_replicas, share and share.replicas),
+            )
+            for gauge, number in shares:
+                if share is None:
+                    _remove(gauge, namespace, name, capacity)
+                else:
+                    gauge.labels(namespace, name, capacity).set(float(number or 0))
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop every series of a deleted OptimizedModel."""
         for gauge in self._all:
             _remove(gauge, namespace, name)
+        for gauge in self._by_capacity:
+            for capacity in CAPACITY_TYPES:
+                _remove(gauge, namespace, name, capacity)
 
 
-def _remove(gauge: Gauge, namespace: str, name: str) -> None:
+def _remove(gauge: Gauge, *labels: str) -> None:
     # An unset value is an absent series, not a 0 that would read as "budget of $0".
     with contextlib.suppress(KeyError):
-        gauge.remove(namespace, name)
+        gauge.remove(*labels)

@@ -71,6 +71,9 @@ SCALED_OBJECTS = Resource(
 )
 AUTOSCALERS = (HORIZONTAL_POD_AUTOSCALERS, SCALED_OBJECTS)
 NETWORK_POLICIES = Resource("networking.k8s.io", "v1", "networkpolicies", "NetworkPolicy")
+POD_DISRUPTION_BUDGETS = Resource("policy", "v1", "poddisruptionbudgets", "PodDisruptionBudget")
+# Read to price each serving pod by its node's capacity type and GPU type.
+NODES = Resource("", "v1", "nodes", "Node", namespaced=False)
 # Kopf's peering objects, read by the periodic loop's peering gate (peering.py).
 PEERINGS = Resource("kopf.dev", "v1", "kopfpeerings", "KopfPeering")
 CLUSTER_PEERINGS = Resource(
@@ -89,6 +92,7 @@ RESOURCES_BY_KIND: Mapping[tuple[str, str], Resource] = {
         HORIZONTAL_POD_AUTOSCALERS,
         SCALED_OBJECTS,
         NETWORK_POLICIES,
+        POD_DISRUPTION_BUDGETS,
     )
 }
 

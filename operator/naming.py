@@ -77,6 +77,11 @@ def network_policy_name(model: str) -> str:
     return f"{model}-triton"
 
 
+def disruption_budget_name(model: str) -> str:
+    """The PodDisruptionBudget of the model's Triton pods (both capacity tiers)."""
+    return model
+
+
 def labels(model: str, component: str) -> dict[str, str]:
     """Labels every child of `model` carries."""
     return {

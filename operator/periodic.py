@@ -23,8 +23,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from optimodel.operator import naming
 from optimodel.operator.budget import SpendTick
+from optimodel.operator.capacity import serving_deployments_pattern
 from optimodel.operator.peering import PeeringGate
 from optimodel.operator.prometheus import PrometheusError, inference_rate
 from optimodel.operator.reconcile import Reconciler
@@ -156,12 +156,13 @@ class PeriodicLoop:
         if prometheus.url is None or not self.schedule.replicas(key):
             return None
         namespace, name = key
+        deployments = serving_deployments_pattern(name)  # both capacity tiers
         try:
             return await inference_rate(
                 prometheus.url,
                 prometheus.source(),
                 namespace,
-                naming.deployment_name(name),
+                deployments,
                 prometheus.timeout_seconds,
             )
         except PrometheusError as error:

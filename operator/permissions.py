@@ -34,7 +34,8 @@ NAMESPACED: tuple[Permission, ...] = (
     Permission("optimodel.io", "optimizedmodels/status", ("patch",)),
     # Builder Jobs are found by label (list), created once, never changed (immutable).
     Permission("batch", "jobs", (*KOPF, "create")),
-    Permission("apps", "deployments", (*WATCH, "create", "patch")),
+    # The Triton Deployments; the spot tier's is deleted when capacity goes back to on-demand.
+    Permission("apps", "deployments", (*WATCH, "create", "patch", "delete")),
     Permission("", "services", (*WATCH, "create", "patch")),
     Permission("", "configmaps", (*WATCH, "create", "patch")),
     # The autoscaler: re-capped by merge patch; deleted when autoscaling is turned off or its
@@ -44,7 +45,10 @@ NAMESPACED: tuple[Permission, ...] = (
     # The optional NetworkPolicy of the Triton pods (serving.networkPolicy): deleted when
     # the setting is turned off.
     Permission("networking.k8s.io", "networkpolicies", (*WATCH, "create", "patch", "delete")),
-    # Build pods carry the builder's termination message.
+    # The Triton pods' PodDisruptionBudget.
+    Permission("policy", "poddisruptionbudgets", (*WATCH, "create", "patch")),
+    # Build pods carry the builder's termination message; serving pods are priced by the
+    # node they run on.
     Permission("", "pods", ("list",)),
     # Kopf posts Events through the core API.
     Permission("", "events", ("create",)),
@@ -56,5 +60,7 @@ NAMESPACED: tuple[Permission, ...] = (
 CLUSTER: tuple[Permission, ...] = (
     Permission("apiextensions.k8s.io", "customresourcedefinitions", KOPF),
     Permission("", "namespaces", KOPF),
+    # A serving pod's node: its capacity type (spot or on-demand) and GPU type price the pod.
+    Permission("", "nodes", ("get",)),
     Permission("kopf.dev", "clusterkopfpeerings", PEERING),
 )

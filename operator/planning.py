@@ -24,6 +24,7 @@ from optimodel.model_builder.spec import SpecProblem
 from optimodel.operator import api, naming
 from optimodel.operator.artifacts import ArtifactStore, build_key
 from optimodel.operator.builds import BuildOutcome, describe_build, job_state, observe_build
+from optimodel.operator.capacity import replica_split, spot_deployment_name
 from optimodel.operator.children import ChildChange, controlled_by
 from optimodel.operator.policy import REASON as POLICY_VIOLATION
 from optimodel.operator.policy import policy_violations
@@ -265,8 +266,10 @@ def rollout_condition(
     decision: BuildDecision,
     deployment: Mapping[str, Any] | None,
     conflicts: Sequence[ChildChange],
+    spot_deployment: Mapping[str, Any] | None = None,
 ) -> ConditionUpdate:
-    """Deployed: is the served artifact rolled out (like `kubectl rollout status`)?"""
+    """Deployed: is the served artifact rolled out (like `kubectl rollout status`), on the
+    Deployment and, with spot capacity, on the spot tier's too?"""
     if conflicts:
         names = ", ".join(f"{c.kind} {c.name}" for c in conflicts)
         return ConditionUpdate(
@@ -285,7 +288,23 @@ def rollout_condition(
             "nothing is deployed until a build passes its accuracy gate",
         )
     name = naming.deployment_name(decision.model.name)
-    if deployment is None or not controlled_by(deployment, decision.model.uid):
+    base = _rollout_of(name, deployment, serving, decision.model.uid)
+    spot = decision.spec is not None and replica_split(decision.spec).spot
+    if base.status != "True" or not spot:
+        return base
+    spot_name = spot_deployment_name(decision.model.name)
+    tier = _rollout_of(spot_name, spot_deployment, serving, decision.model.uid)
+    if tier.status != "True":
+        return tier
+    return ConditionUpdate(
+        "Deployed", "True", "Deployed", f"{base.message}; {spot_name}: {tier.message}"
+    )
+
+
+def _rollout_of(
+    name: str, deployment: Mapping[str, Any] | None, serving: api.BuildStatus, owner_uid: str
+) -> ConditionUpdate:
+    if deployment is None or not controlled_by(deployment, owner_uid):
         return ConditionUpdate(
             "Deployed", "False", "Deploying", f"Deployment {name} is not there yet"
         )
@@ -432,14 +451,16 @@ def next_status(
     deployment: Mapping[str, Any] | None,
     service: Mapping[str, Any] | None,
     now: datetime,
+    spot_deployment: Mapping[str, Any] | None = None,
 ) -> StatusOutcome:
     """Conditions, phase, printer-column fields and Events after this reconcile's changes.
 
-    `deployment`/`service` are as they stand after the changes were applied."""
+    `deployment`/`service` (and the spot tier's Deployment) are as they stand after the
+    changes were applied."""
     generation = decision.generation
     conflicts = [c for c in changes if c.action == "conflict"]
     built = decision.built
-    deployed = rollout_condition(decision, deployment, conflicts)
+    deployed = rollout_condition(decision, deployment, conflicts, spot_deployment)
     endpoint = None
     if service is not None and controlled_by(service, decision.model.uid):
         endpoint = naming.endpoint(decision.model.name, decision.model.namespace)
@@ -449,8 +470,9 @@ def next_status(
     for update in (built, deployed, ready):
         conditions = set_condition(conditions, update, generation, now)
     replicas = None
-    if deployment is not None and controlled_by(deployment, decision.model.uid):
-        replicas = int((deployment.get("status") or {}).get("replicas") or 0)
+    for found in (deployment, spot_deployment):
+        if found is not None and controlled_by(found, decision.model.uid):
+            replicas = (replicas or 0) + int((found.get("status") or {}).get("replicas") or 0)
     status = previous.model_copy(
         update={
             "observed_generation": generation,

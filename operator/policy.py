@@ -218,6 +218,21 @@ def _cap_violations(
         )
 
 
+def _capacity_violations(
+    spec: api.OptimizedModelSpec, settings: OperatorSettings
+) -> Iterator[PolicyViolation]:
+    capacity = spec.serving.capacity
+    if capacity != "on-demand" and settings.serving.capacity.provider is None:
+        yield PolicyViolation(
+            "serving.capacity.provider",
+            "spec.serving.capacity",
+            f"capacity {capacity} needs to know how this cluster marks spot nodes, and the "
+            "operator's serving.capacity.provider setting is unset",
+            "use capacity on-demand, or ask the platform team to set serving.capacity."
+            "provider (gke, eks, aks or karpenter; Helm value serving.capacity.provider)",
+        )
+
+
 def policy_violations(
     spec: api.OptimizedModelSpec, namespace: str, settings: OperatorSettings
 ) -> list[PolicyViolation]:
@@ -228,4 +243,5 @@ def policy_violations(
         *_storage_violations(spec, settings),
         *_input_violations(spec, settings),
         *_cap_violations(spec, namespace, policy),
+        *_capacity_violations(spec, settings),
     ]

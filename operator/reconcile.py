@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from optimodel.operator import autoscaling, metrics, naming
+from optimodel.operator import autoscaling, cost, metrics, naming
 from optimodel.operator.api import OptimizedModelStatus
 from optimodel.operator.budget import (
     BudgetOutcome,
@@ -27,6 +27,12 @@ from optimodel.operator.budget import (
     lookahead_for,
 )
 from optimodel.operator.builds import job_state
+from optimodel.operator.capacity import (
+    ServingSpendRate,
+    price_serving_pods,
+    replica_split,
+    spot_deployment_name,
+)
 from optimodel.operator.children import (
     ChildChange,
     controlled_by,
@@ -34,6 +40,7 @@ from optimodel.operator.children import (
     plan_removals,
     restore_patch,
 )
+from optimodel.operator.cost import parse_price_override
 from optimodel.operator.events import EventSink
 from optimodel.operator.kube import (
     CONFIG_MAPS,
@@ -41,7 +48,9 @@ from optimodel.operator.kube import (
     HORIZONTAL_POD_AUTOSCALERS,
     JOBS,
     NETWORK_POLICIES,
+    NODES,
     OPTIMIZED_MODELS,
+    POD_DISRUPTION_BUDGETS,
     PODS,
     SCALED_OBJECTS,
     SERVICES,
@@ -60,7 +69,7 @@ from optimodel.operator.planning import (
     next_status,
     retry_of,
 )
-from optimodel.operator.render import ServingInputs, render_children
+from optimodel.operator.render import ServingInputs, autoscaled_deployment, render_children
 from optimodel.operator.settings import OperatorSettings
 from optimodel.operator.status import ModelEvent, parse_status, set_condition, status_document
 
@@ -198,19 +207,28 @@ class Reconciler:
 
         rendering = not decision.invalid and decision.serving is not None
         actual = await self._read_children(namespace, name, autoscalers=rendering)
-        deployment = actual.get(("Deployment", naming.deployment_name(name)))
-        budget = self._assess_budget(decision, body, previous, deployment, now, tick)
+        deployments = [
+            found
+            for key in _deployment_keys(name)
+            if (found := actual.get(key)) is not None and controlled_by(found, decision.model.uid)
+        ]
+        budget = await self._assess_budget(decision, body, previous, deployments, now, tick)
         desired = self._render(decision, body, now, budget)
         changes = plan_children(
             desired,
             actual,
             decision.model.uid,
             scaled_elsewhere=decision.spec is not None and decision.spec.autoscaling.enabled,
+            autoscaled=None
+            if decision.spec is None
+            else autoscaled_deployment(decision.spec, name),
         )
         changes = _without_stray_autoscaler(changes)
         if desired:
             removable = [(r.kind, naming.autoscaler_name(name)) for r in AUTOSCALER_RESOURCES]
             removable.append((NETWORK_POLICIES.kind, naming.network_policy_name(name)))
+            # The spot tier, after capacity went back to on-demand.
+            removable.append((DEPLOYMENTS.kind, spot_deployment_name(name)))
             changes += plan_removals(desired, actual, decision.model.uid, removable)
         after = dict(actual)
         for change in changes:
@@ -233,6 +251,7 @@ class Reconciler:
             deployment=after.get(("Deployment", naming.deployment_name(name))),
             service=after.get(("Service", naming.service_name(name))),
             now=now,
+            spot_deployment=after.get(("Deployment", spot_deployment_name(name))),
         )
         status = outcome.status
         if budget is not None:
@@ -261,21 +280,54 @@ class Reconciler:
         self._publish_phases()
         return True
 
-    def _assess_budget(
+    async def _price_pods(
+        self, decision: BuildDecision, annotations: Mapping[str, str], replicas: int
+    ) -> ServingSpendRate | None:
+        """The model's serving pods, each priced by its node's labels (None: no replicas, or
+        a price annotation that the budget reports as unusable)."""
+        assert decision.spec is not None
+        if not replicas:
+            return None
+        try:
+            override = parse_price_override(annotations)
+        except ValueError:
+            return None  # the budget says why (InvalidBudgetAnnotation)
+        model = decision.model
+        pods = await self.api.list(PODS, model.namespace, naming.server_selector(model.name))
+        names = sorted(
+            {str(node) for pod in pods if (node := (pod.get("spec") or {}).get("nodeName"))}
+        )
+        found = await asyncio.gather(*(self.api.get(NODES, "", node) for node in names))
+        serving = self.settings.serving
+        return price_serving_pods(
+            pods=pods,
+            nodes=dict(zip(names, found, strict=True)),
+            replicas=replicas,
+            serving=decision.spec.serving,
+            catalog=self.settings.price_catalog,
+            provider=serving.capacity.resolved(),
+            gpu_node_label=serving.gpu_node_label,
+            annotation_override=override,
+        )
+
+    async def _assess_budget(
         self,
         decision: BuildDecision,
         body: Body,
         previous: OptimizedModelStatus,
-        deployment: Body | None,
+        deployments: list[Body],
         now: datetime,
         tick: SpendTick | None,
     ) -> BudgetOutcome | None:
         """The budget after this reconcile; None for an invalid spec (nothing to price)."""
         if decision.invalid or decision.spec is None:
             return None
-        replicas = 0
-        if deployment is not None and controlled_by(deployment, decision.model.uid):
-            replicas = int((deployment.get("status") or {}).get("replicas") or 0)
+        replicas = sum(int((d.get("status") or {}).get("replicas") or 0) for d in deployments)
+        annotations = dict((body.get("metadata") or {}).get("annotations") or {})
+        try:
+            rate = await self._price_pods(decision, annotations, replicas)
+        except cost.CostError:
+            rate = None  # an unpriced GPU type: the budget reports it (UnknownGpuPrice)
         key = (decision.model.namespace, decision.model.name)
         return assess_model_budget(
             spec=decision.spec,
@@ -287,6 +339,7 @@ class Reconciler:
             tick=tick,
             idle_since=self._idle_since.get(key),
             lookahead=lookahead_for(timedelta(seconds=self.settings.budget_interval_seconds)),
+            spend_rate=rate,
         )
 
     def _record_budget(
@@ -339,10 +392,13 @@ class Reconciler:
         deletes them)."""
         wanted: dict[ChildKey, Resource] = {
             ("Deployment", naming.deployment_name(name)): DEPLOYMENTS,
+            ("Deployment", spot_deployment_name(name)): DEPLOYMENTS,
             ("Service", naming.service_name(name)): SERVICES,
             ("ConfigMap", naming.config_map_name(name)): CONFIG_MAPS,
         }
         if autoscalers:
+            budget = (POD_DISRUPTION_BUDGETS.kind, naming.disruption_budget_name(name))
+            wanted[budget] = POD_DISRUPTION_BUDGETS
             for resource in AUTOSCALER_RESOURCES:
                 wanted[(resource.kind, naming.autoscaler_name(name))] = resource
             policy = (NETWORK_POLICIES.kind, naming.network_policy_name(name))
@@ -416,11 +472,15 @@ class Reconciler:
         live = after.get((kind.kind, name))
         if live is None:
             return ()
-        wanted = budget.max_replicas if engine == "keda" else max(budget.max_replicas, 1)
+        cap = budget.max_replicas
+        split = replica_split(decision.spec)
+        if split.spot:
+            cap = split.spot_cap(cap)  # the base takes its share of the budget's cap
+        wanted = cap if engine == "keda" else max(cap, 1)
         have = autoscaling.live_cap(live)
         if have == wanted:
             return ()
-        patch = autoscaling.autoscaler_cap_patch(engine, budget.max_replicas)
+        patch = autoscaling.autoscaler_cap_patch(engine, cap)
         patch["metadata"] = {
             **patch.get("metadata", {}),
             "resourceVersion": live["metadata"]["resourceVersion"],
@@ -466,6 +526,14 @@ class Reconciler:
 
 
 AUTOSCALER_RESOURCES: tuple[Resource, ...] = (HORIZONTAL_POD_AUTOSCALERS, SCALED_OBJECTS)
+
+
+def _deployment_keys(model: str) -> tuple[ChildKey, ChildKey]:
+    """The Deployment and the spot tier's (capacity spot, spot-with-fallback)."""
+    return ("Deployment", naming.deployment_name(model)), (
+        "Deployment",
+        spot_deployment_name(model),
+    )
 
 
 def _owner_uid(change: ChildChange) -> str:

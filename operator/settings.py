@@ -28,6 +28,7 @@ from optimodel.model_builder.serving_target import SERVED_ONNXRUNTIME
 from optimodel.model_builder.spec import GPU_TYPE_PATTERN, SpecModel
 from optimodel.operator.api import PvcStorage, SecretKeyRef, Storage
 from optimodel.operator.autoscaling import DEFAULT_PROMETHEUS_ADDRESS, PrometheusSource
+from optimodel.operator.capacity import PROVIDERS, CapacityProvider, ProviderName
 from optimodel.operator.cost import (
     DEFAULT_CPU_REPLICA_USD_PER_HOUR,
     PriceCatalog,
@@ -198,6 +199,48 @@ class NetworkPolicySettings(SpecModel):
         return _check_peers(value, f"serving.networkPolicy.{to_camel(str(info.field_name))}")
 
 
+class CapacitySettings(SpecModel):
+    """How the cluster marks spot nodes (spec.serving.capacity spot, spot-with-fallback)."""
+
+    provider: ProviderName | None = Field(
+        default=None,
+        description="Whose spot node labels and taints to render and to price pods by: gke "
+        "(cloud.google.com/gke-spot), eks (eks.amazonaws.com/capacityType), aks "
+        "(kubernetes.azure.com/scalesetpriority, with its NoSchedule taint) or karpenter "
+        "(karpenter.sh/capacity-type). Unset: specs asking for spot are refused, and every "
+        "pod is priced on-demand.",
+    )
+
+    def resolved(self) -> CapacityProvider | None:
+        return None if self.provider is None else PROVIDERS[self.provider]
+
+
+class ShutdownSettings(SpecModel):
+    """How a Triton pod stops (rollouts, scale-down, node drains, spot preemption) without
+    losing an accepted request."""
+
+    drain_seconds: int = Field(
+        default=5,
+        ge=0,
+        le=300,
+        description="preStop wait: Triton keeps serving while the terminating pod is taken "
+        "out of the Service's endpoints, so no new request reaches it after SIGTERM.",
+    )
+    exit_timeout_seconds: int = Field(
+        default=15,
+        ge=1,
+        le=3600,
+        description="Triton's --exit-timeout-secs: after SIGTERM it refuses new requests and "
+        "waits this long for in-flight ones. Keep drainSeconds + this within the notice the "
+        "provider gives on preemption (GKE 30 s, AKS 30 s, AWS 2 min).",
+    )
+
+    @property
+    def grace_period_seconds(self) -> int:
+        """terminationGracePeriodSeconds: the drain, Triton's exit timeout, 5 s to exit."""
+        return self.drain_seconds + self.exit_timeout_seconds + 5
+
+
 class ServingSettings(SpecModel):
     """Triton pods: resources besides GPUs, scheduling."""
 
@@ -229,6 +272,8 @@ class ServingSettings(SpecModel):
         description="Mount a Kubernetes API token into Triton pods (Triton never calls the API).",
     )
     volumes: ServingVolumes = Field(default_factory=ServingVolumes)
+    capacity: CapacitySettings = Field(default_factory=CapacitySettings)
+    shutdown: ShutdownSettings = Field(default_factory=ShutdownSettings)
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
     response_cache_bytes: int = Field(
         default=DEFAULT_RESPONSE_CACHE_BYTES,

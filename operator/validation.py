@@ -31,6 +31,7 @@ from optimodel.model_builder.documents import (
 from optimodel.model_builder.patterns import pattern_search
 from optimodel.model_builder.spec import SpecProblem, build_spec_problems
 from optimodel.operator import api
+from optimodel.operator.capacity import capacity_problems
 from optimodel.operator.crd import JsonSchema, open_api_schema
 from optimodel.operator.policy import policy_violations
 from optimodel.operator.settings import OperatorSettings
@@ -408,6 +409,7 @@ def spec_rule_problems(spec: api.OptimizedModelSpec) -> list[SpecProblem]:
                 "remove replicas, or set autoscaling.enabled: false",
             )
         )
+    problems += [SpecProblem(*problem) for problem in capacity_problems(spec)]
     if spec.storage is not None and spec.storage.pvc and spec.storage.s3:
         problems.append(
             SpecProblem(

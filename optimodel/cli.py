@@ -142,6 +142,78 @@ def build(
         raise typer.Exit(code)
 
 
+@app.command()
+def render(
+    manifest: Annotated[Path, typer.Argument(help="An OptimizedModel manifest (YAML).")],
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="A build's report.json (optimodel build writes one): render the serving "
+            "children of that build too. Without it only the builder Job is rendered, as "
+            "the operator creates nothing else before a build passes.",
+        ),
+    ] = None,
+    settings_file: Annotated[
+        Path | None,
+        typer.Option("--settings", help="The operator's settings file (default: built-in)."),
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option(
+            "--namespace", "-n", help="Namespace (default: metadata.namespace, else default)."
+        ),
+    ] = None,
+) -> None:
+    """Print, as YAML, the children the operator would create for a manifest (and a build
+    report): builder Job, ConfigMap, Service, Deployment(s), PodDisruptionBudget, autoscaler,
+    through the operator's own renderers. What was rendered is said on stderr.
+
+    Exit codes: 0 rendered, 1 invalid manifest or refused by the settings' policy, 2 bad
+    settings or report file.
+    """
+    import json
+
+    import yaml
+    from pydantic import ValidationError
+
+    from optimodel.manifest import one_manifest, print_problems
+    from optimodel.model_builder.report import BuildReport
+    from optimodel.operator.preview import render_model
+    from optimodel.operator.settings import (
+        SETTINGS_FILE_ENV,
+        OperatorSettings,
+        SettingsError,
+        load_settings,
+    )
+    from optimodel.operator.validation import ManifestError
+
+    try:
+        settings = (
+            load_settings({SETTINGS_FILE_ENV: str(settings_file)})
+            if settings_file is not None
+            else OperatorSettings()
+        )
+    except SettingsError as error:
+        err_console.print(f"[red]{escape(str(error))}[/red]")
+        raise typer.Exit(2) from None
+    build_report = None
+    if report is not None:
+        try:
+            build_report = BuildReport.model_validate(json.loads(report.read_text()))
+        except (OSError, ValueError, ValidationError) as error:
+            err_console.print(f"[red]--report {escape(str(report))}: {escape(str(error))}[/red]")
+            raise typer.Exit(2) from None
+    try:
+        rendered = render_model(one_manifest(manifest), settings, build_report, namespace)
+    except ManifestError as error:
+        err_console.print(f"[red]✗[/red] {escape(str(manifest))}: cannot be rendered")
+        print_problems(err_console, error.problems)
+        raise typer.Exit(1) from None
+    err_console.print(f"[dim]{escape(rendered.note)}[/dim]")
+    typer.echo(yaml.safe_dump_all(rendered.manifests, sort_keys=False), nl=False)
+
+
 @app.command("operator")
 def operator_command() -> None:
     """Run the Kubernetes operator (settings: OPTIMODEL_SETTINGS_FILE and OPTIMODEL_* env)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -15,8 +16,8 @@ from optimodel.operator.api import KIND
 from optimodel.operator.validation import ManifestError, parse_spec, validate_file
 
 
-def build_spec_from_manifest(path: Path) -> BuildSpec:
-    """The BuildSpec of the one OptimizedModel in `path` (name = metadata.name).
+def one_manifest(path: Path) -> dict[str, Any]:
+    """The one valid OptimizedModel document in `path`.
 
     Raises ManifestError listing every problem when the manifest is invalid, or when the
     file holds no OptimizedModel or more than one.
@@ -36,7 +37,14 @@ def build_spec_from_manifest(path: Path) -> BuildSpec:
                 )
             ]
         )
-    document = results[0].document
+    document: dict[str, Any] = results[0].document
+    return document
+
+
+def build_spec_from_manifest(path: Path) -> BuildSpec:
+    """The BuildSpec of the one OptimizedModel in `path` (name = metadata.name); raises
+    ManifestError as `one_manifest` does."""
+    document = one_manifest(path)
     spec = parse_spec(document)
     return BuildSpec(
         name=str(document["metadata"]["name"]),

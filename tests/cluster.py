@@ -41,6 +41,7 @@ CONFIG_MAPS = ("v1", "configmaps")
 HPAS = ("autoscaling/v2", "horizontalpodautoscalers")
 SCALED_OBJECTS = ("keda.sh/v1alpha1", "scaledobjects")
 NETWORK_POLICIES = ("networking.k8s.io/v1", "networkpolicies")
+DISRUPTION_BUDGETS = ("policy/v1", "poddisruptionbudgets")
 EVENTS = ("v1", "events")
 Resource = tuple[str, str]
 

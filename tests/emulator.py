@@ -98,6 +98,8 @@ DEFAULT_RESOURCES = (
     ResourceDecl("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy", subresources=()),
     ResourceDecl("v1", "events", "Event", subresources=()),
     ResourceDecl("v1", "namespaces", "Namespace", namespaced=False),
+    ResourceDecl("v1", "nodes", "Node", namespaced=False),
+    ResourceDecl("policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"),
     ResourceDecl(
         "apiextensions.k8s.io/v1",
         "customresourcedefinitions",

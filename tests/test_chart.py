@@ -64,6 +64,12 @@ VALUE_SETS: dict[str, Values] = {
         }
     },
     "two-replicas": {"replicaCount": 2},
+    "spot": {
+        "serving": {
+            "capacity": {"provider": "karpenter"},
+            "shutdown": {"drainSeconds": 3, "exitTimeoutSeconds": 40},
+        }
+    },
     "s3-pinned": {
         "image": {"digest": "sha256:" + "a" * 64},
         "builder": {"image": {"tag": "0.1.0-cuda"}, "serviceAccountName": "optimodel-builder"},
@@ -562,6 +568,13 @@ def test_s3_store_and_pinned_images(rendered: dict[str, Rendered]) -> None:
     image = deployment_container(result)["image"]
     assert image == "ghcr.io/optimodel/optimodel-operator@sha256:" + "a" * 64
     assert "write to s3://models/optimodel)" in result.notes and "PVC" not in result.notes
+
+
+def test_capacity_values_reach_the_settings(rendered: dict[str, Rendered]) -> None:
+    settings = OperatorSettings.model_validate(rendered["spot"].settings())
+    assert settings.serving.capacity.provider == "karpenter"
+    assert settings.serving.shutdown.grace_period_seconds == 3 + 40 + 5
+    assert "provider" not in rendered["default"].settings()["serving"]["capacity"]
 
 
 def test_source_values_reach_the_settings(rendered: dict[str, Rendered]) -> None:

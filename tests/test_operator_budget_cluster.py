@@ -17,6 +17,8 @@ from prometheus_client import REGISTRY
 
 from optimodel.operator import api, naming
 from optimodel.operator.autoscaling import KEDA_PAUSED_REPLICAS, PrometheusSource
+from optimodel.operator.capacity import serving_deployments_pattern
+from optimodel.operator.hardware import DEFAULT_GPUS
 from optimodel.operator.metrics import serve_metrics
 from tests.cluster import (
     CONFIG_MAPS,
@@ -236,7 +238,7 @@ def test_monthly_budget_exhausted_lowers_the_cap_and_alerts_once(cluster: Cluste
 def test_spend_follows_the_deployments_replicas_and_survives_a_restart(
     cluster: Cluster, prometheus: PrometheusServer
 ) -> None:
-    query = PrometheusSource().inference_rate(NS, "metered")
+    query = PrometheusSource().inference_rate(NS, serving_deployments_pattern("metered"))
     prometheus.answers[query] = (200, vector("10"))  # 36,000 inferences per hour
     settings: dict[str, Any] = {"budgetIntervalSeconds": 1, "prometheus": {"url": prometheus.url}}
     with cluster.operator(**settings):
@@ -384,3 +386,101 @@ def test_without_keda_a_keda_model_serves_and_says_so_once(cluster: Cluster) -> 
         assert [e["reason"] for e in warnings] == ["AutoscalerUnavailable"]
         assert "install KEDA, or set spec.autoscaling.engine: hpa" in warnings[0]["message"]
         assert cluster.http.get(DEPLOYMENTS, NS, "nokeda") is not None
+
+
+# --- spend priced per pod -----------------------------------------------------------------------
+
+PODS = ("v1", "pods")
+GKE_SPOT = "cloud.google.com/gke-spot"
+GKE_GPU = "cloud.google.com/gke-accelerator"
+
+
+def node(cluster: Cluster, name: str, labels: dict[str, str]) -> None:
+    cluster.http.call(
+        "POST",
+        "/api/v1/nodes",
+        {"apiVersion": "v1", "kind": "Node", "metadata": {"name": name, "labels": labels}},
+    )
+
+
+def serving_pod(cluster: Cluster, name: str, deployment: Body, node_name: str) -> None:
+    """A running Triton pod of `deployment` on `node_name`, as the scheduler and kubelet
+    would leave it."""
+    template = deployment["spec"]["template"]
+    cluster.http.create(
+        PODS,
+        NS,
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "labels": template["metadata"]["labels"]},
+            "spec": {**template["spec"], "nodeName": node_name},
+        },
+    )
+    cluster.http.patch(PODS, NS, name, {"status": {"phase": "Running"}}, "status")
+
+
+def test_spot_and_on_demand_pods_are_priced_by_their_nodes(cluster: Cluster) -> None:
+    """The base pod on an on-demand L4 node, the spot tier's on a spot L4 node and on a spot
+    node of another GPU type: each at its own catalog price, split by capacity type."""
+    node(cluster, "od-l4", {GKE_GPU: "nvidia-l4"})
+    node(cluster, "spot-l4", {GKE_GPU: "nvidia-l4", GKE_SPOT: "true"})
+    node(cluster, "spot-t4", {GKE_GPU: "nvidia-t4", GKE_SPOT: "true"})
+    settings: dict[str, Any] = {
+        "budgetIntervalSeconds": 1,
+        "serving": {"capacity": {"provider": "gke"}, "gpuNodeLabel": GKE_GPU},
+    }
+    with cluster.operator(**settings):
+        spec = {
+            "serving": {
+                "gpu": {"type": "nvidia-l4", "count": 1},
+                "capacity": "spot-with-fallback",
+                "onDemandReplicas": 1,
+            },
+            "autoscaling": {"minReplicas": 1, "engine": "keda"},
+        }
+        body = manifest("spotty", **spec)
+        body["metadata"]["annotations"] = {MONTHLY: "1000"}
+        cluster.http.create(MODELS, NS, body)
+        [job] = cluster.wait_jobs("spotty", 1)
+        cluster.succeed(job)
+        base = cluster.rollout_when("spotty", 1)
+        spot = cluster.wait_object(DEPLOYMENTS, "spotty-spot", lambda d: True, "the spot tier")
+        # The autoscaler (played here) scales the spot tier to two.
+        cluster.http.patch(DEPLOYMENTS, NS, "spotty-spot", {"spec": {"replicas": 2}})
+        rollout(cluster.http, NS, "spotty-spot")
+        cluster.wait_condition("spotty", "Ready", "True")
+        serving_pod(cluster, "spotty-base-1", base, "od-l4")
+        serving_pod(cluster, "spotty-spot-1", spot, "spot-l4")
+        serving_pod(cluster, "spotty-spot-2", spot, "spot-t4")
+
+        l4, t4 = DEFAULT_GPUS["nvidia-l4"], DEFAULT_GPUS["nvidia-t4"]
+        spot_rate = l4.price("spot") + t4.price("spot")
+        cost = wait_until(
+            lambda: (c := cost_of(cluster, "spotty")).get("spot", {}).get("replicas") == 2 and c,
+            what="spend priced per pod",
+        )
+        assert cost["onDemand"]["replicas"] == 1
+        assert cost["onDemand"]["currentUSDPerHour"] == pytest.approx(l4.on_demand_usd_per_hour)
+        assert cost["spot"]["currentUSDPerHour"] == pytest.approx(spot_rate)
+        assert cost["currentUSDPerHour"] == pytest.approx(l4.on_demand_usd_per_hour + spot_rate)
+        # The cap still prices every replica on-demand: it can never be exceeded, wherever the
+        # spot tier falls back to. The month-to-date is the sum of the split.
+        assert cost["replicaUSDPerHour"] == pytest.approx(l4.on_demand_usd_per_hour)
+        later = wait_until(
+            lambda: (c := cost_of(cluster, "spotty"))["spot"]["monthToDateUSD"] > 0 and c,
+            what="spot spend accrued",
+        )
+        assert later["monthToDateUSD"] == pytest.approx(
+            later["onDemand"]["monthToDateUSD"] + later["spot"]["monthToDateUSD"]
+        )
+        # The cost gauges split the same way.
+        labels = {"namespace": NS, "name": "spotty"}
+        spot_gauge = REGISTRY.get_sample_value(
+            "optimodel_capacity_cost_usd_per_hour", {**labels, "capacity": "spot"}
+        )
+        assert spot_gauge == pytest.approx(spot_rate)
+        replicas = REGISTRY.get_sample_value(
+            "optimodel_capacity_replicas", {**labels, "capacity": "on-demand"}
+        )
+        assert replicas == 1

@@ -25,6 +25,7 @@ from optimodel.operator.settings import OperatorSettings
 from tests.cluster import (
     CONFIG_MAPS,
     DEPLOYMENTS,
+    DISRUPTION_BUDGETS,
     HPAS,
     MODELS,
     NETWORK_POLICIES,
@@ -643,8 +644,45 @@ def used_permissions(cluster: Cluster) -> set[tuple[str, str, str]]:
 
 
 def test_the_operator_uses_exactly_the_permissions_table(cluster: Cluster) -> None:
-    with cluster.operator(serving={"networkPolicy": {"enabled": True}}):
+    serving = {"networkPolicy": {"enabled": True}, "capacity": {"provider": "karpenter"}}
+    with cluster.operator(serving=serving):
         cluster.ready("minilm")
+        # A serving pod on a node: the node is read to price the pod.
+        cluster.http.call(
+            "POST",
+            "/api/v1/nodes",
+            {"apiVersion": "v1", "kind": "Node", "metadata": {"name": "n1"}},
+        )
+        deployment = cluster.http.get(DEPLOYMENTS, NS, "minilm")
+        assert deployment is not None
+        template = deployment["spec"]["template"]
+        cluster.http.create(
+            PODS,
+            NS,
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": "minilm-1", "labels": template["metadata"]["labels"]},
+                "spec": {**template["spec"], "nodeName": "n1"},
+            },
+        )
+        wait_until(lambda: ("", "nodes", "get") in used_permissions(cluster), what="node read")
+        # The PodDisruptionBudget: restored after a hand edit.
+        cluster.http.patch(DISRUPTION_BUDGETS, NS, "minilm", {"spec": {"maxUnavailable": 5}})
+        cluster.wait_object(
+            DISRUPTION_BUDGETS,
+            "minilm",
+            lambda b: b["spec"]["maxUnavailable"] == 1,
+            "the PodDisruptionBudget restored",
+        )
+        # Spot capacity adds the spot tier's Deployment; back to on-demand deletes it.
+        cluster.patch_spec("minilm", {"serving": {"capacity": "spot-with-fallback"}})
+        cluster.wait_object(DEPLOYMENTS, "minilm-spot", lambda d: True, "the spot tier")
+        cluster.patch_spec("minilm", {"serving": {"capacity": "on-demand"}})
+        wait_until(
+            lambda: cluster.http.get(DEPLOYMENTS, NS, "minilm-spot") is None,
+            what="the spot tier deleted",
+        )
         # The NetworkPolicy (serving.networkPolicy): created, restored after a hand edit.
         policy = naming.network_policy_name("minilm")
         cluster.wait_object(NETWORK_POLICIES, policy, lambda p: True, "the NetworkPolicy")
@@ -665,7 +703,7 @@ def test_the_operator_uses_exactly_the_permissions_table(cluster: Cluster) -> No
             "the Service selector restored",
         )
         cluster.patch_spec("minilm", {"serving": {"maxBatchSize": 16}})
-        cluster.wait_condition("minilm", "Deployed", "False", "RollingOut", generation=2)
+        cluster.wait_condition("minilm", "Deployed", "False", "RollingOut", generation=4)
         # The autoscaler's whole life: re-capped, swapped for a KEDA ScaledObject, re-capped,
         # then removed when autoscaling is turned off.
         budget = "optimodel.io/budget-usd-per-hour"

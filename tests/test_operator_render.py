@@ -216,7 +216,13 @@ def test_serving_children_validate(
     spec = make_spec(storage=storage, **overrides)
     children = render_children(serving_inputs(spec, settings))
     autoscaler = ["HorizontalPodAutoscaler"] if spec.autoscaling.enabled else []
-    assert [c["kind"] for c in children] == ["ConfigMap", "Service", "Deployment", *autoscaler]
+    assert [c["kind"] for c in children] == [
+        "ConfigMap",
+        "Service",
+        "Deployment",
+        "PodDisruptionBudget",
+        *autoscaler,
+    ]
     for child in children:
         kubernetes_validate.validate(child, K8S_VERSION, strict=True)
         assert child["metadata"]["ownerReferences"][0]["uid"] == MODEL.uid

@@ -24,7 +24,7 @@ from optimodel.operator import api
 from optimodel.operator.artifacts import ArtifactStore
 from optimodel.operator.planning import decide_build
 from optimodel.operator.render import ModelRef, ServingInputs, render_children
-from optimodel.operator.settings import AdminPolicy, OperatorSettings
+from optimodel.operator.settings import AdminPolicy, CapacitySettings, OperatorSettings
 from tests.test_chart import CHART, VALUE_SETS, render
 
 K8S_VERSION = "1.30"
@@ -63,6 +63,8 @@ SPECS: dict[str, Obj] = {
     "cpu-keda": {"serving": {"gpu": {"count": 0}}, "autoscaling": {"engine": "keda"}},
     "image-override": {"serving": {"image": "registry.team/triton:24.10"}},
     "fixed": {"autoscaling": {"enabled": False}, "replicas": 2},
+    # The on-demand base and the spot tier (two Deployments).
+    "spot": {"serving": {"capacity": "spot-with-fallback"}},
 }
 # Settings beyond the chart's value sets: every optional pod feature turned on.
 EXTRA_SETTINGS: dict[str, Obj] = {
@@ -183,6 +185,10 @@ def operator_children(settings: OperatorSettings, spec: Obj) -> list[Obj]:
     serving children once that build is served."""
     body = manifest(spec)
     settings = settings.model_copy(update={"policy": ALLOW_ALL})
+    if settings.serving.capacity.provider is None:  # spot specs need one
+        capacity = CapacitySettings(provider="aks")
+        serving = settings.serving.model_copy(update={"capacity": capacity})
+        settings = settings.model_copy(update={"serving": serving})
     decision = decide_build(body, api.OptimizedModelStatus(), [], [], settings)
     assert not decision.problems, decision.problems
     assert decision.job_to_create is not None and decision.spec is not None

@@ -1,11 +1,11 @@
-"""A serving child (Deployment, Service, ConfigMap, NetworkPolicy, autoscaler) changed or
-vanished: reconcile its model.
+"""A serving child (Deployment, Service, ConfigMap, NetworkPolicy, PodDisruptionBudget,
+autoscaler) changed or vanished: reconcile its model.
 
 This is how a hand edit or deletion is repaired within a second, and how Deployment status
 (rollout progress, replicas) reaches the model's status. Autoscalers are different: their
 controller rewrites their status every sync (current metrics), which the operator does not
 read, so only a change of what the operator rendered (spec, labels, annotations) or a
-deletion wakes the model.
+deletion wakes the model; PodDisruptionBudgets are watched the same way.
 """
 
 from __future__ import annotations
@@ -32,6 +32,8 @@ AUTOSCALER_RESOURCES = (
     (HPA.group, HPA.version, HPA.plural),
     (SCALED_OBJECT.group, SCALED_OBJECT.version, SCALED_OBJECT.plural),
 )
+# Like an autoscaler, the disruption controller rewrites its status as pods come and go.
+DISRUPTION_BUDGETS = ("policy", "v1", "poddisruptionbudgets")
 
 
 def _fingerprint(body: Mapping[str, Any]) -> str:
@@ -95,3 +97,9 @@ def register(registry: kopf.OperatorRegistry) -> None:
             labels={naming.MANAGED_BY: naming.MANAGER, naming.COMPONENT: naming.AUTOSCALER},
             registry=registry,
         )(watch)
+    kopf.on.event(
+        *DISRUPTION_BUDGETS,
+        id="serving-poddisruptionbudgets",
+        labels={naming.MANAGED_BY: naming.MANAGER, naming.COMPONENT: naming.SERVER},
+        registry=registry,
+    )(autoscaler_watch())

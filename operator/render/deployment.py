@@ -12,12 +12,18 @@ old version serving until new pods are ready.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 from optimodel.model_builder.served.configs import response_cache_arguments
 from optimodel.model_builder.served.layout import ServedNames
 from optimodel.operator import api, naming
 from optimodel.operator.artifacts import ARTIFACTS_MOUNT, ArtifactStore, pvc_location
+from optimodel.operator.capacity import (
+    CAPACITY_LABEL,
+    base_placement,
+    spot_deployment_name,
+    spot_placement,
+)
 from optimodel.operator.render.common import (
     Manifest,
     ModelRef,
@@ -34,6 +40,9 @@ from optimodel.operator.settings import OperatorSettings
 MODELS_MOUNT = "/models"
 CONFIG_MOUNT = "/etc/optimodel/triton"
 GPU_RESOURCE = "nvidia.com/gpu"
+# all: the one Deployment of capacity on-demand; on-demand / spot: the base and the spot tier
+# of capacity spot and spot-with-fallback (operator/capacity.py).
+Tier = Literal["all", "on-demand", "spot"]
 
 
 @dataclass(frozen=True)
@@ -46,6 +55,22 @@ class TritonDeploymentInputs:
     store: ArtifactStore
     config_hash: str
     replicas: int
+    tier: Tier = "all"
+
+    @property
+    def name(self) -> str:
+        if self.tier == "spot":
+            return spot_deployment_name(self.model.name)
+        return naming.deployment_name(self.model.name)
+
+    @property
+    def selector(self) -> dict[str, str]:
+        """The pod selector (immutable): the spot tier's adds the capacity label, so its
+        autoscaler sees spot pods only; the base keeps the one it always had."""
+        selector = naming.server_selector(self.model.name)
+        if self.tier == "spot":
+            selector[CAPACITY_LABEL] = "spot"
+        return selector
 
 
 def served_models(inputs: TritonDeploymentInputs) -> list[str]:
@@ -146,6 +171,8 @@ def _triton(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[
             f"--metrics-port={naming.METRICS_PORT}",
             "--allow-metrics=true",
             "--allow-gpu-metrics=true",
+            # After SIGTERM Triton refuses new requests and lets in-flight ones finish.
+            f"--exit-timeout-secs={settings.serving.shutdown.exit_timeout_seconds}",
             *_response_cache_args(inputs, settings),
         ],
         # The root filesystem is read-only: whatever Triton writes goes to /tmp.
@@ -160,6 +187,7 @@ def _triton(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[
         "readinessProbe": probe("/v2/health/ready", 5, 3),
         "livenessProbe": probe("/v2/health/live", 10, 3),
         "resources": _resources(inputs, settings),
+        **_drain(settings),
         "securityContext": restricted_container_security(),
         "volumeMounts": [
             {"name": "model-repository", "mountPath": MODELS_MOUNT, "readOnly": True},
@@ -167,6 +195,31 @@ def _triton(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[
             {"name": "tmp", "mountPath": "/tmp"},
         ],
     }
+
+
+def _drain(settings: OperatorSettings) -> dict[str, Any]:
+    """The preStop wait: a terminating pod leaves the Service's endpoints at once, but
+    kube-proxy and load balancers learn it a few seconds later; Triton serves on meanwhile,
+    and only then gets SIGTERM."""
+    seconds = settings.serving.shutdown.drain_seconds
+    if not seconds:
+        return {}
+    return {"lifecycle": {"preStop": {"exec": {"command": ["sleep", str(seconds)]}}}}
+
+
+def _placement(inputs: TritonDeploymentInputs, settings: OperatorSettings) -> dict[str, Any]:
+    """The tier's node affinity and tolerations (nothing for capacity on-demand)."""
+    if inputs.tier == "all":
+        return {}
+    provider = settings.serving.capacity.resolved()
+    if provider is None:
+        raise ValueError(
+            f"spec.serving.capacity {inputs.spec.serving.capacity} needs the operator's "
+            "serving.capacity.provider setting (policy.py refuses such specs first)"
+        )
+    if inputs.tier == "on-demand":
+        return base_placement(provider)
+    return spot_placement(provider, inputs.spec.serving.capacity)
 
 
 def render_triton_deployment(
@@ -194,15 +247,22 @@ def render_triton_deployment(
         "initContainers": [_fetch_model(inputs, settings)],
         "containers": [_triton(inputs, settings)],
         "volumes": volumes,
-        "terminationGracePeriodSeconds": 30,
+        "terminationGracePeriodSeconds": settings.serving.shutdown.grace_period_seconds,
     }
     gpu = inputs.spec.serving.gpu
+    tolerations: list[dict[str, Any]] = []
     if gpu.count:
-        pod_spec["tolerations"] = [
-            {"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"}
-        ]
+        tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
         if settings.serving.gpu_node_label:
             pod_spec["nodeSelector"] = {settings.serving.gpu_node_label: gpu.type}
+    placement = _placement(inputs, settings)
+    tolerations += placement.pop("tolerations", [])
+    pod_spec.update(placement)
+    if tolerations:
+        pod_spec["tolerations"] = tolerations
+    labels = naming.labels(model.name, naming.SERVER)
+    if inputs.tier != "all":
+        labels[CAPACITY_LABEL] = inputs.tier
     template_annotations = {
         naming.CONFIG_HASH: inputs.config_hash,
         naming.ARTIFACT: inputs.build.artifact,
@@ -215,8 +275,9 @@ def render_triton_deployment(
         "kind": "Deployment",
         "metadata": metadata(
             model,
-            naming.deployment_name(model.name),
+            inputs.name,
             naming.SERVER,
+            extra_labels={CAPACITY_LABEL: inputs.tier} if inputs.tier != "all" else None,
             annotations={
                 naming.ARTIFACT: inputs.build.artifact,
                 naming.SPEC_HASH: inputs.build.spec_hash,
@@ -228,14 +289,14 @@ def render_triton_deployment(
             # Past the startup probe's 10 minutes plus image pull: a stuck rollout is reported
             # (Deployed=False, ProgressDeadlineExceeded) rather than waited on forever.
             "progressDeadlineSeconds": 1200,
-            "selector": {"matchLabels": naming.server_selector(model.name)},
+            "selector": {"matchLabels": inputs.selector},
             "strategy": {
                 "type": "RollingUpdate",
                 "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0},
             },
             "template": {
                 "metadata": {
-                    "labels": naming.labels(model.name, naming.SERVER),
+                    "labels": labels,
                     "annotations": template_annotations,
                 },
                 "spec": pod_spec,
