@@ -31,7 +31,7 @@ import tempfile
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.table import Table
@@ -50,7 +50,7 @@ from optimodel.model_builder.benchmark import (
 from optimodel.model_builder.data import DEFAULT_EVAL_DATA, load_text_set
 from optimodel.model_builder.evaluate import cosine_similarities, onnx_outputs
 from optimodel.model_builder.export import export_onnx
-from optimodel.model_builder.load import load_model
+from optimodel.model_builder.load import LoadedModel, load_model
 from optimodel.model_builder.machine import MachineInfo, describe_machine
 from optimodel.model_builder.modeling import TaskModel, TokenBatch, torch_outputs
 from optimodel.model_builder.pipeline import run_build
@@ -59,6 +59,9 @@ from optimodel.model_builder.recipe_search import TIE_TOLERANCE
 from optimodel.model_builder.report import BuildReport
 from optimodel.model_builder.served.layout import ServedRepository
 from optimodel.model_builder.spec import AccuracyGate, BuildSpec
+
+if TYPE_CHECKING:
+    from benchmarks.compare.candidates import Contender
 
 REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results" / "builder_speedup.json"
@@ -133,6 +136,19 @@ def alternating_timings(
     return merged
 
 
+def _optimum_contenders(
+    optimum: dict[str, Path], loaded: LoadedModel, threads: int
+) -> dict[str, Contender]:
+    if not optimum:
+        return {}
+    from benchmarks.compare.candidates import foreign_onnx_contender  # path set by the venv step
+
+    return {
+        name: foreign_onnx_contender(name, name, path, loaded, threads, "")
+        for name, path in optimum.items()
+    }
+
+
 def _optimum_artifacts(
     model_dir: Path, work: Path, install: bool, console: Console
 ) -> tuple[dict[str, Path], str]:
@@ -195,7 +211,6 @@ def main(argv: list[str] | None = None) -> int:
             "ONNX fp32 (plain export)": fp32,
             int8_name: ServedRepository.at(work / "int8" / int8_spec.name).onnx,
             auto_name: ServedRepository.at(work / "auto" / auto_spec.name).onnx,
-            **optimum,
         }
         texts = load_text_set(DEFAULT_EVAL_DATA, field="evalData").texts
         eval_texts = texts[: 64 if args.quick else DEFAULT_EVAL_DATA.max_samples]
@@ -207,6 +222,15 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name, path in onnx_variants.items()
         }
+        # Optimum's files take token_type_ids and answer hidden states: the peers harness
+        # feeds and pools them as the original's head does.
+        contenders = _optimum_contenders(optimum, loaded, args.threads)
+        cosines.update(
+            {
+                name: cosine_similarities(reference, contender.outputs(eval_texts))
+                for name, contender in contenders.items()
+            }
+        )
         settings = BenchmarkSettings(
             batch_size=32,
             sequence_length=64,
@@ -225,8 +249,10 @@ def main(argv: list[str] | None = None) -> int:
         runners.update(
             {name: onnx_runner(path, settings.thread_count) for name, path in onnx_variants.items()}
         )
+        runners.update({name: contender.runner for name, contender in contenders.items()})
         sizes = {BASELINES[0]: loaded.size_bytes, BASELINES[1]: loaded.size_bytes}
         sizes.update({name: model_size_bytes(path) for name, path in onnx_variants.items()})
+        sizes.update({name: contender.size_bytes for name, contender in contenders.items()})
         console.print(
             f"timing {len(runners)} variants: {rounds} alternating rounds of {seconds:g} s, "
             f"batch 32 x 64 tokens, {settings.thread_count} threads on {machine.label} …"
