@@ -103,6 +103,7 @@ from optimodel.model_builder.served.artifact import assemble_served_repository
 from optimodel.model_builder.serving_target import Target, serving_target
 from optimodel.model_builder.spec import BuildSpec, build_spec_problems
 from optimodel.model_builder.triton_config import ModelSignature
+from optimodel.model_builder.work import count_work
 
 ProgressState = Literal["started", "advanced", "finished", "skipped"]
 SENSITIVITY_TEXTS = 64  # calibration texts used to rank MatMuls for keepFp32Nodes
@@ -644,6 +645,12 @@ def run_build(
             max_length=reference.max_length,
             model_config=reference.loaded.config,
             check_texts=reference.eval_set.texts,
+        )
+        report.work = count_work(
+            # Shapes and dims are all it reads: large weights may stay on disk.
+            onnx.load(str(artifact), load_external_data=False),
+            sequence_length=spec.source.max_sequence_length,
+            batch_size=spec.serving.max_batch_size,
         )
         report.hashes = file_hashes(folder)
         report.passed = True

@@ -21,6 +21,7 @@ from optimodel.model_builder.serving_choice import ServingChoice
 from optimodel.model_builder.serving_target import Target, serving_target
 from optimodel.model_builder.spec import Optimize, Serving, Source, SpecModel
 from optimodel.model_builder.triton_config import ModelSignature
+from optimodel.model_builder.work import InferenceWork
 
 REPORT_FILE = "report.json"
 MODEL_FILE = "model.onnx"
@@ -164,6 +165,11 @@ class BuildReport(SpecModel):
     machine: MachineInfo | None = Field(
         default=None, description="CPU model, ISA flags and GPU of the build machine."
     )
+    work: InferenceWork | None = Field(
+        default=None,
+        description="The artifact's work per inference at the served sequence length, counted "
+        "from its graph (model_builder/work.py): what the hardware choice estimates from.",
+    )
 
     @property
     def size_reduction(self) -> float | None:
@@ -208,6 +214,7 @@ class BuildSummary(SpecModel):
     recipe: str | None = None
     source_commit: str | None = None
     adapter_commit: str | None = None
+    work: InferenceWork | None = None
 
     @classmethod
     def from_report(cls, report: BuildReport) -> BuildSummary:
@@ -225,6 +232,7 @@ class BuildSummary(SpecModel):
             recipe=report.recipe,
             source_commit=report.source_commit,
             adapter_commit=report.adapter_commit,
+            work=report.work,
         )
 
 

@@ -255,21 +255,58 @@ class Optimize(SpecModel):
     )
 
 
+# serving.gpu.type's value asking the operator to choose the type (operator/performance.py).
+AUTO_GPU_TYPE = "auto"
+
+
 class Gpu(SpecModel):
     """GPUs per serving replica."""
 
     type: str = Field(
         default="nvidia-l4",
         pattern=GPU_TYPE_PATTERN,
-        description="GPU type: a key of the price catalog, e.g. nvidia-l4 or nvidia-h100.",
+        description=(
+            "GPU type: a key of the operator's hardware catalog (e.g. nvidia-l4, nvidia-h100), "
+            "or auto: after the build the operator picks the type (and replica count) with the "
+            "lowest cost that meets serving.target, among `types` (default: every GPU type of "
+            "its catalog the admin policy allows)."
+        ),
+    )
+    types: list[Annotated[str, Field(pattern=GPU_TYPE_PATTERN, max_length=63)]] = Field(
+        default_factory=list,
+        max_length=32,
+        description="With type auto: the GPU types it may choose from; empty: every GPU type "
+        "of the operator's catalog.",
     )
     count: int = Field(default=1, ge=0, le=8, description="GPUs per replica; 0 serves on CPU.")
+
+
+class ServingTarget(SpecModel):
+    """What the serving must sustain: the hardware choice sizes replicas for it."""
+
+    inferences_per_second: float = Field(
+        gt=0, le=10_000_000, description="Inferences per second to sustain (the peak to plan for)."
+    )
+    latency_p99_ms: float | None = Field(
+        default=None,
+        gt=0,
+        le=600_000,
+        alias="latencyP99Ms",
+        description="Highest acceptable p99 latency per request, in milliseconds; unset: "
+        "throughput only.",
+    )
 
 
 class Serving(SpecModel):
     """How Triton serves the artifact: batching, instances, hardware."""
 
     gpu: Gpu = Field(default_factory=Gpu, description="GPUs per serving replica.")
+    target: ServingTarget | None = Field(
+        default=None,
+        description="Throughput (and p99) to plan for: gpu.type auto picks the cheapest type "
+        "that meets it; with a fixed type the operator reports whether it does "
+        "(status.hardware).",
+    )
     max_batch_size: int = Field(
         default=32, ge=1, le=1024, description="Largest batch Triton forms (max_batch_size)."
     )
@@ -460,6 +497,7 @@ def build_spec_problems(
             )
         )
     problems.extend(target_problems(optimize, serving, prefix))
+    problems.extend(gpu_choice_problems(serving, prefix))
     prune = optimize.prune
     if prune.method != "none" and prune.sparsity == 0.0:
         problems.append(
@@ -548,4 +586,55 @@ def target_problems(
                 "set serving.gpu.count >= 1, or accelerator: none",
             )
         )
+    return problems
+
+
+def gpu_choice_problems(serving: Serving, prefix: str = "spec") -> list[SpecProblem]:
+    """serving.gpu.type auto, its candidate list and the target it chooses against."""
+    gpu = serving.gpu
+    where = f"{prefix}.serving.gpu"
+    problems: list[SpecProblem] = []
+    auto = gpu.type == AUTO_GPU_TYPE
+    if auto and serving.target is None:
+        problems.append(
+            SpecProblem(
+                f"{prefix}.serving.target",
+                "gpu.type auto chooses the cheapest type that meets a target, and none is set",
+                "set serving.target.inferencesPerSecond (and latencyP99Ms), or name a GPU type",
+            )
+        )
+    if auto and gpu.count == 0:
+        problems.append(
+            SpecProblem(
+                f"{where}.type",
+                "auto chooses among GPU types and gpu.count is 0 (CPU serving; the CPU recipe "
+                "is built for it)",
+                "set gpu.count >= 1 to choose a GPU type, or remove type (a target with "
+                "gpu.count 0 sizes CPU replicas)",
+            )
+        )
+    if gpu.types and not auto:
+        problems.append(
+            SpecProblem(
+                f"{where}.types",
+                f"types lists the candidates of type auto, and type is {gpu.type!r}",
+                "set type: auto, or remove types",
+            )
+        )
+    seen: set[str] = set()
+    for index, name in enumerate(gpu.types):
+        if name in (AUTO_GPU_TYPE, "cpu"):
+            problems.append(
+                SpecProblem(
+                    f"{where}.types[{index}]",
+                    f"{name!r} is not a GPU type",
+                    "list GPU types of the operator's catalog, e.g. nvidia-l4"
+                    + ("; gpu.count 0 serves on CPU" if name == "cpu" else ""),
+                )
+            )
+        elif name in seen:
+            problems.append(
+                SpecProblem(f"{where}.types[{index}]", f"{name!r} is listed twice", "list once")
+            )
+        seen.add(name)
     return problems

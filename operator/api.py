@@ -14,6 +14,7 @@ from pydantic import Field
 from optimodel.model_builder import patterns
 from optimodel.model_builder.spec import Optimize, Serving, Source, SpecModel
 from optimodel.model_builder.triton_config import ModelSignature
+from optimodel.model_builder.work import InferenceWork
 
 GROUP = "optimodel.io"
 VERSION = "v1alpha1"
@@ -33,7 +34,7 @@ RETRY_BUILD = f"{GROUP}/retry-build"
 MODEL_ANNOTATIONS = (*BUDGET_ANNOTATIONS, RETRY_BUILD)
 
 AutoscalingEngine = Literal["hpa", "keda"]
-ConditionType = Literal["Built", "Deployed", "Ready", "WithinBudget"]
+ConditionType = Literal["Built", "Deployed", "Ready", "WithinBudget", "TargetReachable"]
 ConditionStatus = Literal["True", "False", "Unknown"]
 Phase = Literal["Pending", "Building", "Deploying", "Ready", "Failed"]
 
@@ -193,6 +194,11 @@ class BuildStatus(SpecModel):
     adapter_commit: str | None = Field(
         default=None, description="Commit spec.source.adapter.revision resolved to (hf://)."
     )
+    work: InferenceWork | None = Field(
+        default=None,
+        description="The artifact's work per inference (FLOPs by precision, bytes moved), "
+        "counted from its graph: what the hardware choice estimates from.",
+    )
 
 
 class FailedBuild(SpecModel):
@@ -246,6 +252,36 @@ class CostStatus(SpecModel):
     )
 
 
+class HardwareOptionStatus(SpecModel):
+    """One hardware type sized for spec.serving.target."""
+
+    type: str = Field(description="Hardware type (a catalog GPU type, or cpu).")
+    replicas: int = Field(ge=0, description="Replicas it needs for the target (or can run).")
+    basis: Literal["measured", "estimated"] = Field(
+        description="measured: an operator hardwareProfiles entry; estimated: the roofline "
+        "from the build's work (operator/performance.py)."
+    )
+    inferences_per_second: float = Field(ge=0, description="One replica, at full batches.")
+    latency_p99_ms: float = Field(ge=0, alias="latencyP99Ms", description="p99 at the target.")
+    usd_per_hour: float = Field(ge=0, alias="usdPerHour", description="Those replicas' cost.")
+    usd_per_million_inferences: float = Field(
+        ge=0, alias="usdPerMillionInferences", description="On-demand, at the target rate."
+    )
+    spot_usd_per_million_inferences: float = Field(
+        ge=0, alias="spotUSDPerMillionInferences", description="All on spot, at the target rate."
+    )
+    meets_target: bool = Field(description="Whether it meets the target within the limits.")
+
+
+class HardwareStatus(SpecModel):
+    """The hardware comparison for spec.serving.target: what serves, and what came next."""
+
+    chosen: HardwareOptionStatus = Field(description="The type the model is served on.")
+    runner_up: HardwareOptionStatus | None = Field(default=None, description="The next best type.")
+    candidates: int = Field(ge=0, description="Types compared (optimodel plan lists them all).")
+    target_reachable: bool = Field(description="Whether the chosen type meets the target.")
+
+
 class OptimizedModelStatus(SpecModel):
     """Observed state, written by the operator only."""
 
@@ -257,6 +293,11 @@ class OptimizedModelStatus(SpecModel):
     selector: str | None = Field(default=None, description="Label selector of serving pods.")
     endpoint: str | None = Field(default=None, description="In-cluster Triton HTTP endpoint.")
     cost: CostStatus | None = None
+    hardware: HardwareStatus | None = Field(
+        default=None,
+        description="The hardware choice for spec.serving.target (gpu.type auto, or a check of "
+        "the fixed type).",
+    )
     failed_build: FailedBuild | None = Field(
         default=None, description="The failed build of the current spec, until it changes."
     )

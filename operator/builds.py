@@ -140,6 +140,7 @@ def build_status(report: BuildSummary, artifact: str, generation: int) -> api.Bu
         signature=report.signature,
         source_commit=report.source_commit,
         adapter_commit=report.adapter_commit,
+        work=report.work,
     )
 
 

@@ -314,6 +314,7 @@ def price_serving_pods(
     provider: CapacityProvider | None,
     gpu_node_label: str | None,
     annotation_override: float | None = None,
+    gpu_label_values: Mapping[str, str] | None = None,
 ) -> ServingSpendRate:
     """The spend rate of one model's serving pods.
 
@@ -325,6 +326,7 @@ def price_serving_pods(
     counts: dict[CapacityType, int] = {}
     costs: dict[CapacityType, float] = {}
     priced = 0
+    by_value = {value: name for name, value in (gpu_label_values or {}).items()}
     for pod in pods:
         node_name = _running_on_node(pod)
         if node_name is None:
@@ -335,6 +337,8 @@ def price_serving_pods(
             provider.capacity_of(labels) if provider is not None and node else "on-demand"
         )
         gpu_type = labels.get(gpu_node_label) if gpu_node_label else None
+        # The label holds the provider's name where settings map a type to it.
+        gpu_type = by_value.get(gpu_type, gpu_type) if gpu_type is not None else None
         price = pod_price(serving, catalog, capacity, gpu_type, annotation_override)
         counts[capacity] = counts.get(capacity, 0) + 1
         costs[capacity] = costs.get(capacity, 0.0) + price

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from urllib.parse import urlsplit
 
-from optimodel.model_builder.spec import SpecProblem
+from optimodel.model_builder.spec import AUTO_GPU_TYPE, SpecProblem
 from optimodel.operator import api
 from optimodel.operator.settings import AdminPolicy, OperatorSettings, S3Target
 
@@ -209,13 +209,42 @@ def _cap_violations(
                 f"set {path.removeprefix('spec.')} <= {caps.max_replicas}",
             )
     gpu = spec.serving.gpu
-    if gpu.count and caps.gpu_types and gpu.type not in caps.gpu_types:
+    auto = gpu.type == AUTO_GPU_TYPE
+    if gpu.count and caps.gpu_types and not auto and gpu.type not in caps.gpu_types:
         yield PolicyViolation(
             f"{where}.gpuTypes",
             "spec.serving.gpu.type",
             f"GPU type {gpu.type!r} is not allowed in namespace {namespace!r}",
             f"use one of: {', '.join(caps.gpu_types)}",
         )
+    for index, name in enumerate(gpu.types if gpu.count and auto else []):
+        if caps.gpu_types and name not in caps.gpu_types:
+            yield PolicyViolation(
+                f"{where}.gpuTypes",
+                f"spec.serving.gpu.types[{index}]",
+                f"GPU type {name!r} is not allowed in namespace {namespace!r}",
+                f"remove it; allowed: {', '.join(caps.gpu_types)}",
+            )
+
+
+def _catalog_violations(
+    spec: api.OptimizedModelSpec, settings: OperatorSettings
+) -> Iterator[PolicyViolation]:
+    """gpu.types entries the operator's hardware catalog does not know: auto cannot price or
+    rate them."""
+    gpu = spec.serving.gpu
+    if not gpu.count or gpu.type != AUTO_GPU_TYPE:
+        return
+    known = settings.hardware_catalog.gpus
+    for index, name in enumerate(gpu.types):
+        if name not in known:
+            yield PolicyViolation(
+                "hardware",
+                f"spec.serving.gpu.types[{index}]",
+                f"{name!r} is not in the operator's hardware catalog (known: "
+                f"{', '.join(sorted(known))})",
+                "list known types, or ask the platform team to add it to the hardware setting",
+            )
 
 
 def _capacity_violations(
@@ -244,4 +273,24 @@ def policy_violations(
         *_input_violations(spec, settings),
         *_cap_violations(spec, namespace, policy),
         *_capacity_violations(spec, settings),
+        *_catalog_violations(spec, settings),
+        *_auto_violations(spec, namespace, settings),
     ]
+
+
+def _auto_violations(
+    spec: api.OptimizedModelSpec, namespace: str, settings: OperatorSettings
+) -> Iterator[PolicyViolation]:
+    """gpu.type auto with no candidate left once the namespace's caps are applied."""
+    gpu = spec.serving.gpu
+    caps = settings.policy.caps_for(namespace)
+    if not gpu.count or gpu.type != AUTO_GPU_TYPE or not caps.gpu_types or gpu.types:
+        return
+    if not any(name in caps.gpu_types for name in settings.hardware_catalog.gpus):
+        yield PolicyViolation(
+            "policy.gpuTypes",
+            "spec.serving.gpu.type",
+            f"auto has no GPU type to choose: none of the catalog's types is allowed in "
+            f"namespace {namespace!r} (allowed: {', '.join(caps.gpu_types)})",
+            "ask the platform team to add the allowed types to the hardware catalog",
+        )

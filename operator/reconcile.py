@@ -11,6 +11,7 @@ instead of overwriting newer state.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +43,7 @@ from optimodel.operator.children import (
 )
 from optimodel.operator.cost import parse_price_override
 from optimodel.operator.events import EventSink
+from optimodel.operator.hardware_choice import ModelHardware, model_hardware, record_hardware
 from optimodel.operator.kube import (
     CONFIG_MAPS,
     DEPLOYMENTS,
@@ -205,6 +207,10 @@ class Reconciler:
             await self.api.create(decision.job_to_create)
             metrics.BUILDS_STARTED.inc()
 
+        hardware = self._hardware(decision, body)
+        if hardware is not None:
+            # Budget, prices and node selection all use the type the model is served on.
+            decision = dataclasses.replace(decision, spec=hardware.spec)
         rendering = not decision.invalid and decision.serving is not None
         actual = await self._read_children(namespace, name, autoscalers=rendering)
         deployments = [
@@ -259,6 +265,7 @@ class Reconciler:
                 status.conditions, budget.condition, decision.generation, now
             )
             status = status.model_copy(update={"conditions": conditions})
+        status, hardware_events = record_hardware(status, hardware, decision.generation, now)
         if status != previous:
             patch = merge_patch(body.get("status") or {}, status_document(status))
             patch = {
@@ -272,13 +279,26 @@ class Reconciler:
                     return False  # deleted meanwhile: its children go with it
                 raise
         budget_events = budget.events if budget is not None else ()
-        for event in (*outcome.events, *recapped, *budget_events):
+        for event in (*outcome.events, *hardware_events, *recapped, *budget_events):
             self.events.post(body, event)
         self._count_builds(decision, outcome.events)
         self._record_budget(namespace, name, budget, status)
         self._phases[(namespace, name)] = status.phase or "Pending"
         self._publish_phases()
         return True
+
+    def _hardware(self, decision: BuildDecision, body: Body) -> ModelHardware | None:
+        """The hardware choice for a valid spec (None: nothing to choose for)."""
+        if decision.invalid or decision.spec is None:
+            return None
+        return model_hardware(
+            decision.spec,
+            decision.serving,
+            model=decision.model.name,
+            namespace=decision.model.namespace,
+            annotations=dict((body.get("metadata") or {}).get("annotations") or {}),
+            settings=self.settings,
+        )
 
     async def _price_pods(
         self, decision: BuildDecision, annotations: Mapping[str, str], replicas: int
@@ -308,6 +328,7 @@ class Reconciler:
             provider=serving.capacity.resolved(),
             gpu_node_label=serving.gpu_node_label,
             annotation_override=override,
+            gpu_label_values=serving.gpu_node_label_values,
         )
 
     async def _assess_budget(

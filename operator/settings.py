@@ -25,7 +25,7 @@ from optimodel.model_builder.documents import (
 from optimodel.model_builder.patterns import pattern_search
 from optimodel.model_builder.served.configs import DEFAULT_RESPONSE_CACHE_BYTES
 from optimodel.model_builder.serving_target import SERVED_ONNXRUNTIME
-from optimodel.model_builder.spec import GPU_TYPE_PATTERN, SpecModel
+from optimodel.model_builder.spec import AUTO_GPU_TYPE, GPU_TYPE_PATTERN, SpecModel
 from optimodel.operator.api import PvcStorage, SecretKeyRef, Storage
 from optimodel.operator.autoscaling import DEFAULT_PROMETHEUS_ADDRESS, PrometheusSource
 from optimodel.operator.capacity import PROVIDERS, CapacityProvider, ProviderName
@@ -253,8 +253,22 @@ class ServingSettings(SpecModel):
     )
     gpu_node_label: str | None = Field(
         default=None,
+        pattern=r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?"
+        r"[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$",
+        max_length=317,
         description="Node label whose value is the GPU type (e.g. "
-        "cloud.google.com/gke-accelerator): pods get nodeSelector {label: spec.serving.gpu.type}.",
+        "cloud.google.com/gke-accelerator, or nvidia.com/gpu.product from GPU feature "
+        "discovery): GPU pods get nodeSelector {label: value of the served type} "
+        "(render/placement.py), the type gpu.type auto chose included.",
+    )
+    gpu_node_label_values: dict[
+        Annotated[str, Field(pattern=GPU_TYPE_PATTERN)],
+        Annotated[str, Field(pattern=r"^[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$", max_length=63)],
+    ] = Field(
+        default_factory=dict,
+        description="The gpuNodeLabel value of each GPU type where it is not the type's name, "
+        "e.g. {nvidia-t4: nvidia-tesla-t4} on GKE or {nvidia-l4: NVIDIA-L4} for "
+        "nvidia.com/gpu.product.",
     )
     fetch_resources: Resources = Field(
         default_factory=_helper_resources,
@@ -319,6 +333,32 @@ class HardwareSettings(SpecModel):
     def changes(self) -> dict[str, float]:
         """The fields this entry sets (snake_case, as HardwareCatalog.with_overrides takes)."""
         return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
+class HardwareProfileSettings(SpecModel):
+    """A measured profile of one hardware type: it replaces the roofline estimate there."""
+
+    type: str = Field(
+        pattern=GPU_TYPE_PATTERN,
+        description="Hardware type (a catalog GPU type, or cpu for the CPU replica).",
+    )
+    model: str | None = Field(
+        default=None,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        max_length=63,
+        description="The OptimizedModel (metadata.name) it was measured for; unset: every "
+        "model without a profile of its own on this type.",
+    )
+    inferences_per_second: float = Field(
+        gt=0, description="What one replica (gpu.count GPUs, or one CPU replica) sustained."
+    )
+    latency_p99_ms: float = Field(gt=0, alias="latencyP99Ms", description="p99 at that rate.")
+    batch: int = Field(default=32, ge=1, le=1024, description="Batch size it ran at.")
+    measured_by: str = Field(
+        min_length=1,
+        max_length=256,
+        description="What measured it (e.g. benchmarks/gpu_check.py 2026-12-01 on g2-standard-4).",
+    )
 
 
 class PeeringSettings(SpecModel):
@@ -561,6 +601,11 @@ class OperatorSettings(SpecModel):
         "on-demand and spot, memory, bandwidth and throughput, merged over the built-in "
         "catalog (operator/hardware.py).",
     )
+    hardware_profiles: list[HardwareProfileSettings] = Field(
+        default_factory=list,
+        description="Measured profiles (e.g. from benchmarks/gpu_check.py --profile): each "
+        "replaces the estimated throughput and p99 of its type, for its model or for all.",
+    )
     cpu_replica_price: float | None = Field(
         default=None,
         ge=0,
@@ -615,12 +660,28 @@ class OperatorSettings(SpecModel):
     @classmethod
     def _hardware(cls, value: dict[str, HardwareSettings]) -> dict[str, HardwareSettings]:
         for name in value:
+            if name == AUTO_GPU_TYPE:
+                raise ValueError(
+                    f"hardware: {name!r} asks for the hardware choice in a spec; name the "
+                    "type otherwise"
+                )
             if name != CPU and not pattern_search(GPU_TYPE_PATTERN, name):
                 raise ValueError(
                     f"hardware: {name!r} is not a hardware type name; use lowercase like "
                     "nvidia-l4, or cpu for the CPU replica"
                 )
         return value
+
+    @model_validator(mode="after")
+    def _known_profiles(self) -> OperatorSettings:
+        catalog = self.hardware_catalog
+        for index, profile in enumerate(self.hardware_profiles):
+            if profile.type != CPU and profile.type not in catalog.gpus:
+                raise ValueError(
+                    f"hardwareProfiles[{index}].type: {profile.type!r} is not in the hardware "
+                    f"catalog (known: {', '.join(catalog.names)}); add it under hardware: first"
+                )
+        return self
 
     @model_validator(mode="after")
     def _complete_hardware(self) -> OperatorSettings:

@@ -214,6 +214,58 @@ def render(
     typer.echo(yaml.safe_dump_all(rendered.manifests, sort_keys=False), nl=False)
 
 
+@app.command()
+def plan(
+    manifest: Annotated[Path, typer.Argument(help="An OptimizedModel manifest (YAML).")],
+    report: Annotated[
+        Path | None,
+        typer.Option(
+            "--report", help="The build's report.json (optimodel build writes OUT/<name>/)."
+        ),
+    ] = None,
+    settings_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--settings",
+            help="The operator's settings file (hardware catalog, measured profiles, policy).",
+        ),
+    ] = None,
+    png: Annotated[
+        Path | None, typer.Option("--png", help="Where to write the plot (<name>-plan.png).")
+    ] = None,
+    namespace: Annotated[
+        str | None,
+        typer.Option("--namespace", "-n", help="Namespace whose policy caps apply."),
+    ] = None,
+) -> None:
+    """Compare the hardware for a manifest's serving.target as the operator does: throughput,
+    p99, replicas and $ per 1M inferences per type (measured or estimated), the chosen type
+    and the runner-up; a table and a PNG, no cluster.
+
+    Exit codes: 0 the target is met, 1 out of reach (the best option is shown), 2 invalid input.
+    """
+    from optimodel.operator.settings import (
+        SETTINGS_FILE_ENV,
+        OperatorSettings,
+        SettingsError,
+        load_settings,
+    )
+    from optimodel.plan_console import plan_and_show
+
+    settings = OperatorSettings()
+    if settings_file is not None:
+        try:
+            settings = load_settings({SETTINGS_FILE_ENV: str(settings_file)})
+        except SettingsError as error:
+            err_console.print(f"[red]{escape(str(error))}[/red]")
+            raise typer.Exit(2) from None
+    code = plan_and_show(
+        manifest, report, settings, png, namespace, console=console, err_console=err_console
+    )
+    if code:
+        raise typer.Exit(code)
+
+
 @app.command("operator")
 def operator_command() -> None:
     """Run the Kubernetes operator (settings: OPTIMODEL_SETTINGS_FILE and OPTIMODEL_* env)."""

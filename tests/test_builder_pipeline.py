@@ -104,6 +104,10 @@ def test_build_publishes_a_triton_model_folder(tmp_path: Path) -> None:
         "tiny-tokenize/1/model.py",
     } <= set(report.hashes)
     assert {"torch", "onnxruntime", "transformers"} <= set(report.versions)
+    # The served graph's work per inference at the longest input, for the hardware choice.
+    assert report.work is not None and report.work.method == "graph-shapes"
+    assert report.work.sequence_length == 128 and report.work.batch_size == 16
+    assert report.work.total_ops > 0 and report.work.weight_bytes > 0
 
     started = [e.step for e in events if e.state == "started"]
     assert started == ["load", "export", "quantize", "evaluate", "benchmark"]

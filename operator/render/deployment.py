@@ -34,6 +34,7 @@ from optimodel.operator.render.common import (
     restricted_container_security,
     restricted_pod_security,
 )
+from optimodel.operator.render.placement import gpu_node_selector
 from optimodel.operator.render.storage import s3_env
 from optimodel.operator.settings import OperatorSettings
 
@@ -253,8 +254,9 @@ def render_triton_deployment(
     tolerations: list[dict[str, Any]] = []
     if gpu.count:
         tolerations.append({"key": GPU_RESOURCE, "operator": "Exists", "effect": "NoSchedule"})
-        if settings.serving.gpu_node_label:
-            pod_spec["nodeSelector"] = {settings.serving.gpu_node_label: gpu.type}
+        selector = gpu_node_selector(gpu.type, gpu.count, settings.serving)
+        if selector:
+            pod_spec["nodeSelector"] = selector
     placement = _placement(inputs, settings)
     tolerations += placement.pop("tolerations", [])
     pod_spec.update(placement)
