@@ -49,6 +49,7 @@ bench: setup
 	$(BIN)/python benchmarks/serving_batching.py
 	$(BIN)/python -m benchmarks.operator_reconcile
 	$(BIN)/python -m benchmarks.budget_simulation
+	$(BIN)/python -m benchmarks.capacity_simulation
 
 bench-quick: setup
 	$(BIN)/python -m benchmarks.compare --quick

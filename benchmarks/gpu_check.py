@@ -66,6 +66,7 @@ Call = Callable[[TokenBatch], object]
 class Timings:
     latencies: list[float] = field(default_factory=list)
     round_throughputs: list[float] = field(default_factory=list)
+    batch_seconds: list[float] = field(default_factory=list)  # each full-batch call
 
     def summary(self) -> dict[str, float | None]:
         latency = float(np.percentile(self.latencies, 50)) * 1000 if self.latencies else None
@@ -123,7 +124,9 @@ def time_calls(
             run(full)
             count, started = 0, time.perf_counter()
             while count < 2 or time.perf_counter() - started < seconds:
+                call = time.perf_counter()
                 run(full)
+                timings[name].batch_seconds.append(time.perf_counter() - call)
                 count += 1
             elapsed = time.perf_counter() - started
             timings[name].round_throughputs.append(count * full.input_ids.shape[0] / elapsed)
@@ -166,6 +169,20 @@ def _cosines(reference: FloatArray, candidate: FloatArray) -> dict[str, float]:
     }
 
 
+def hardware_profile(hardware: str, timing: Timings, where: str) -> dict[str, Any]:
+    """The operator's hardwareProfiles entry from the served artifact's timing: throughput at
+    batch 32 (best round) and the p99 of a full batch's execution (a request's time in a full
+    batch; the operator's queueing model is not applied to measured figures)."""
+    p99 = float(np.percentile(timing.batch_seconds, 99)) * 1000 if timing.batch_seconds else 0.0
+    return {
+        "type": hardware,
+        "inferencesPerSecond": round(max(timing.round_throughputs, default=0.0), 1),
+        "latencyP99Ms": round(p99, 3),
+        "batch": 32,
+        "measuredBy": f"benchmarks/gpu_check.py {datetime.now(UTC):%Y-%m-%d} on {where}"[:256],
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--cpu", action="store_true", help="run on the CPU (CI smoke run)")
@@ -174,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=2.0, help="per round and variant")
     parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument(
+        "--profile",
+        metavar="TYPE",
+        help="print the operator's hardwareProfiles entry for this catalog type (e.g. "
+        "nvidia-l4) from the fp16 ONNX artifact's timing",
+    )
     args = parser.parse_args(argv)
     console = Console(highlight=False, width=130)
     if not args.cpu and not torch.cuda.is_available():
@@ -277,6 +300,11 @@ def main(argv: list[str] | None = None) -> int:
         "met": met,
         "wall_seconds": round(time.perf_counter() - started, 1),
     }
+    if args.profile and "label" in onnx_result:
+        profile = hardware_profile(args.profile, timings[onnx_result["label"]], machine.label)
+        payload["hardware_profile"] = profile
+        console.print("operator settings entry (hardwareProfiles):")
+        console.print(json.dumps([profile]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(payload, indent=2) + "\n")
     console.print(f"wrote {args.out} in {payload['wall_seconds']} s on {machine.label}")

@@ -295,6 +295,7 @@ ACCEPTED = {
     ".spec.optimize.calibrationData.uri": "pvc://data/texts.jsonl",
     ".spec.optimize.evalData.uri": "builtin://eval-texts",
     ".spec.serving.gpu.type": "nvidia-l4",
+    ".spec.serving.gpu.types[]": "nvidia-t4",
     ".spec.serving.image": "nvcr.io/nvidia/tritonserver:24.10-py3",
     ".spec.storage.pvc.claimName": "optimodel-artifacts",
     ".spec.storage.pvc.subPath": "models/minilm",
