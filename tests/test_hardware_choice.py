@@ -175,3 +175,44 @@ def test_node_selection_names_the_served_type() -> None:
     assert gpu_node_selector("nvidia-l4", 2, serving) == {label: "nvidia-l4"}
     assert gpu_node_selector("nvidia-l4", 0, serving) == {}
     assert gpu_node_selector("nvidia-l4", 1, OperatorSettings().serving) == {}
+
+
+def test_spot_capacity_prices_the_replicas_above_the_base_on_spot() -> None:
+    many = {**AUTO, "gpu": {"type": "auto", "types": ["nvidia-l4"]}}
+    many["target"] = {"inferencesPerSecond": 20_000}
+    settings = OperatorSettings()
+    on_demand = model_hardware(
+        spec(**many), BUILD, model="m", namespace="ns", annotations={}, settings=settings
+    )
+    spot = model_hardware(
+        spec(**many, capacity="spot-with-fallback", onDemandReplicas=1),
+        BUILD,
+        model="m",
+        namespace="ns",
+        annotations={},
+        settings=settings,
+    )
+    assert on_demand.status is not None and spot.status is not None
+    replicas = on_demand.status.chosen.replicas
+    assert replicas == spot.status.chosen.replicas > 1
+    assert on_demand.status.chosen.usd_per_hour == pytest.approx(replicas * 0.70)
+    assert spot.status.chosen.usd_per_hour == pytest.approx(0.70 + (replicas - 1) * 0.28)
+
+
+def test_pods_are_priced_by_the_type_their_node_label_value_maps_back_to() -> None:
+    from optimodel.operator.capacity import price_serving_pods
+
+    label = "nvidia.com/gpu.product"
+    pod = {"spec": {"nodeName": "n1"}, "status": {"phase": "Running"}}
+    node = {"metadata": {"name": "n1", "labels": {label: "NVIDIA-H100-80GB-HBM3"}}}
+    rate = price_serving_pods(
+        pods=[pod],
+        nodes={"n1": node},
+        replicas=1,
+        serving=spec(gpu={"type": "nvidia-l4"}).serving,
+        catalog=OperatorSettings().price_catalog,
+        provider=None,
+        gpu_node_label=label,
+        gpu_label_values={"nvidia-h100": "NVIDIA-H100-80GB-HBM3"},
+    )
+    assert rate.usd_per_hour == pytest.approx(11.0)  # the node's H100, not the spec's L4
