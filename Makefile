@@ -50,6 +50,7 @@ bench: setup
 	$(BIN)/python -m benchmarks.operator_reconcile
 	$(BIN)/python -m benchmarks.budget_simulation
 	$(BIN)/python -m benchmarks.capacity_simulation
+	$(BIN)/python benchmarks/roofline_check.py
 
 bench-quick: setup
 	$(BIN)/python -m benchmarks.compare --quick

@@ -23,6 +23,7 @@ from optimodel.operator import api, naming
 from optimodel.operator.budget import assess_model_budget
 from optimodel.operator.builds import build_status
 from optimodel.operator.children import plan_children
+from optimodel.operator.hardware_choice import model_hardware
 from optimodel.operator.planning import decide_build, model_ref
 from optimodel.operator.render import ServingInputs, autoscaled_deployment, render_children
 from optimodel.operator.settings import OperatorSettings
@@ -92,8 +93,17 @@ def render_model(
     build = build_status(
         summary, decision.store.artifact_uri(model.namespace, model.name, generation), generation
     )
-    spec = parse_spec(body)
     annotations = dict(body["metadata"].get("annotations") or {})
+    # gpu.type auto: rendered (and priced) on the type the operator would choose.
+    hardware = model_hardware(
+        parse_spec(body),
+        build,
+        model=model.name,
+        namespace=model.namespace,
+        annotations=annotations,
+        settings=settings,
+    )
+    spec = hardware.spec
     budget = assess_model_budget(
         spec=spec,
         annotations=annotations,
@@ -122,6 +132,8 @@ def render_model(
         autoscaled=autoscaled_deployment(spec, model.name),
     )
     note = f"builder Job and the serving children of its build ({budget.condition.message})"
+    if hardware.condition is not None:
+        note += f"; hardware: {hardware.condition.message}"
     if report.spec_hash != job["metadata"]["annotations"][naming.SPEC_HASH]:
         note += (
             "; the report was built from other build inputs than this manifest's, so the "

@@ -216,3 +216,38 @@ def test_pods_are_priced_by_the_type_their_node_label_value_maps_back_to() -> No
         gpu_label_values={"nvidia-h100": "NVIDIA-H100-80GB-HBM3"},
     )
     assert rate.usd_per_hour == pytest.approx(11.0)  # the node's H100, not the spec's L4
+
+
+def test_auto_with_spot_renders_the_chosen_types_node_selection_on_both_tiers() -> None:
+    """The issue's 'done when': gpu.type auto, a target and spot-with-fallback render the
+    chosen type's node selection, the spot tier's affinity, the on-demand base and a PDB."""
+    from optimodel.operator.preview import render_model
+    from tests.test_capacity_render import manifest, report
+
+    settings = OperatorSettings.model_validate(
+        {
+            "serving": {
+                "capacity": {"provider": "gke"},
+                "gpuNodeLabel": "cloud.google.com/gke-accelerator",
+                "gpuNodeLabelValues": {"nvidia-t4": "nvidia-tesla-t4"},
+            }
+        }
+    )
+    document = manifest(
+        serving={
+            **AUTO,
+            "gpu": {"type": "auto", "count": 1},
+            "capacity": "spot-with-fallback",
+            "onDemandReplicas": 2,
+        }
+    )
+    built = report().model_copy(update={"work": MINILM_FP16})
+    rendered = render_model(document, settings, built, now=NOW)
+    found = {(c["kind"], c["metadata"]["name"]): c for c in rendered.manifests}
+    for name in ("minilm", "minilm-spot"):
+        pod = found[("Deployment", name)]["spec"]["template"]["spec"]
+        assert pod["nodeSelector"] == {"cloud.google.com/gke-accelerator": "nvidia-tesla-t4"}
+        assert "affinity" in pod
+    assert found[("Deployment", "minilm")]["spec"]["replicas"] == 2
+    assert ("PodDisruptionBudget", "minilm") in found
+    assert "hardware: nvidia-t4 x 1 replica(s) meets the target" in rendered.note
