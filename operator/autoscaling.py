@@ -158,11 +158,19 @@ def render_autoscaler(
     labels: Mapping[str, str] | None = None,
     behavior: ScalingBehavior | None = None,
     prometheus: PrometheusSource | None = None,
+    base_replicas: int = 0,
+    metric_deployments: str | None = None,
 ) -> dict[str, Any]:
     """The autoscaler of the Deployment `target_name` (default `name`), capped at max_replicas.
 
     `max_replicas` is `BudgetCap.max_replicas`. With KEDA and a cap of 0 (minReplicas 0 and
     nothing affordable) the ScaledObject is paused at zero replicas.
+
+    `base_replicas` run beside the target in another Deployment (the on-demand base of spot
+    capacity), and `metric_deployments` (a name pattern) covers both: KEDA's triggers then
+    read every pod of the model and the GPU-utilization sum less the base's share, so the
+    target gets total-desired minus base and wakes from zero when the base is busy. (An HPA's
+    Pods metrics average over the target's own pods, which the Service loads like the base.)
     """
     if not autoscaling.enabled:
         raise ValueError("spec.autoscaling.enabled is false: no autoscaler to render")
@@ -190,6 +198,8 @@ def render_autoscaler(
         rendered_behavior,
         prometheus or PrometheusSource(),
         namespace,
+        base_replicas,
+        metric_deployments or target,
     )
 
 
@@ -239,8 +249,15 @@ def _render_scaled_object(
     behavior: dict[str, Any],
     prometheus: PrometheusSource,
     namespace: str,
+    base_replicas: int,
+    deployment: str,
 ) -> dict[str, Any]:
-    deployment = scale_target["name"]
+    utilization = prometheus.gpu_utilization_sum(namespace, deployment)
+    if base_replicas:
+        # The base's share of the target: ceil((sum - base x target) / target) is the total
+        # the model needs less the base (and below zero, none).
+        share = base_replicas * autoscaling.target_gpu_utilization
+        utilization = f"clamp_min({utilization} - {share}, 0)"
     triggers: list[dict[str, Any]] = [
         {
             # The sum over pods against a per-replica threshold: desired replicas =
@@ -250,7 +267,7 @@ def _render_scaled_object(
             "metricType": "AverageValue",
             "metadata": {
                 "serverAddress": prometheus.server_address,
-                "query": prometheus.gpu_utilization_sum(namespace, deployment),
+                "query": utilization,
                 "threshold": str(autoscaling.target_gpu_utilization),
             },
         }

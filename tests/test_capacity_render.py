@@ -321,3 +321,25 @@ def test_a_bad_report_file_exits_2(tmp_path: Path) -> None:
     result = runner.invoke(app, ["render", str(path), "--report", str(tmp_path / "report.json")])
     assert result.exit_code == 2
     assert "--report" in result.stderr
+
+
+def test_the_spot_example_renders_its_base_and_spot_tier(tmp_path: Path, repo: Path) -> None:
+    settings = tmp_path / "settings.yaml"
+    settings.write_text(yaml.safe_dump({"serving": {"capacity": {"provider": "gke"}}}))
+    (tmp_path / "report.json").write_text(report().model_dump_json(by_alias=True))
+    args = ["render", str(repo / "examples" / "minilm-spot.yaml"), "--settings", str(settings)]
+    result = runner.invoke(app, [*args, "--report", str(tmp_path / "report.json")])
+    assert result.exit_code == 0, result.output
+    found = by_kind_name(list(yaml.safe_load_all(result.stdout)))
+    assert found[("Deployment", "minilm-spot")]["spec"]["replicas"] == 2
+    # KEDA's spot tier starts at zero: minReplicas 2 are the base.
+    assert found[("Deployment", "minilm-spot-spot")]["spec"]["replicas"] == 0
+    scaled = found[("ScaledObject", "minilm-spot")]["spec"]
+    # $8/h affords 11 L4 replicas (hourly cap), 9 of them on the spot tier.
+    assert (scaled["minReplicaCount"], scaled["maxReplicaCount"]) == (0, 9)
+    # Its GPU trigger reads both tiers' pods less the base's share (2 x 70%), so it wakes
+    # from zero when the base is busier than its target.
+    query = scaled["triggers"][0]["metadata"]["query"]
+    assert query.startswith("clamp_min(sum(") and query.endswith(" - 140, 0)")
+    assert 'exported_pod=~"minilm-spot(-spot)?-[a-z0-9]+-[a-z0-9]+"' in query
+    assert ("PodDisruptionBudget", "minilm-spot") in found

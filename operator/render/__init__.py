@@ -17,7 +17,12 @@ from datetime import datetime
 from optimodel.operator import api, naming
 from optimodel.operator.artifacts import ArtifactStore
 from optimodel.operator.autoscaling import render_autoscaler
-from optimodel.operator.capacity import ReplicaSplit, replica_split, spot_deployment_name
+from optimodel.operator.capacity import (
+    ReplicaSplit,
+    replica_split,
+    serving_deployments_pattern,
+    spot_deployment_name,
+)
 from optimodel.operator.render.common import Manifest, ModelRef
 from optimodel.operator.render.configmap import (
     configs_hash,
@@ -133,10 +138,12 @@ def render_children(inputs: ServingInputs) -> list[Manifest]:
         cap = inputs.max_replicas
         if cap is None:
             cap = max(scaling.min_replicas, scaling.max_replicas)
+        base, pattern = 0, None
         if split.spot:
             # The budget caps all replicas: the spot tier gets what the base leaves.
             scaling = scaling.model_copy(update={"min_replicas": split.spot_min})
             cap = split.spot_cap(cap)
+            base, pattern = split.base, serving_deployments_pattern(inputs.model.name)
         children.append(
             render_autoscaler(
                 name=naming.autoscaler_name(inputs.model.name),
@@ -147,6 +154,8 @@ def render_children(inputs: ServingInputs) -> list[Manifest]:
                 target_name=target,
                 labels=naming.labels(inputs.model.name, naming.AUTOSCALER),
                 prometheus=inputs.settings.prometheus.source(),
+                base_replicas=base,
+                metric_deployments=pattern,
             )
         )
     return children
