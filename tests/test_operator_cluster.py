@@ -666,8 +666,8 @@ def test_the_operator_uses_exactly_the_permissions_table(cluster: Cluster) -> No
                 "spec": {**template["spec"], "nodeName": "n1"},
             },
         )
-        wait_until(lambda: ("", "nodes", "get") in used_permissions(cluster), what="node read")
-        # The PodDisruptionBudget: restored after a hand edit.
+        # The PodDisruptionBudget: restored after a hand edit (a reconcile that also prices
+        # the pod, reading its node).
         cluster.http.patch(DISRUPTION_BUDGETS, NS, "minilm", {"spec": {"maxUnavailable": 5}})
         cluster.wait_object(
             DISRUPTION_BUDGETS,
@@ -675,6 +675,7 @@ def test_the_operator_uses_exactly_the_permissions_table(cluster: Cluster) -> No
             lambda b: b["spec"]["maxUnavailable"] == 1,
             "the PodDisruptionBudget restored",
         )
+        wait_until(lambda: ("", "nodes", "get") in used_permissions(cluster), what="node read")
         # Spot capacity adds the spot tier's Deployment; back to on-demand deletes it.
         cluster.patch_spec("minilm", {"serving": {"capacity": "spot-with-fallback"}})
         cluster.wait_object(DEPLOYMENTS, "minilm-spot", lambda d: True, "the spot tier")
