@@ -167,6 +167,13 @@ def estimate(
             "rebuild the model (annotation optimodel.io/retry-build), or add a measured "
             "hardwareProfiles entry for the type"
         )
+    needed = work.weight_bytes + batching.batch * work.activation_bytes
+    if hardware.memory_gib is not None and needed > hardware.memory_gib * 2**30:
+        raise HardwareChoiceError(
+            f"{hardware.name}: the weights and a batch of {batching.batch} need "
+            f"{needed / 2**30:.1f} GiB, the device has {hardware.memory_gib:g} GiB; fix: a "
+            "smaller maxBatchSize, or a type with more memory"
+        )
     seconds, bound = batch_seconds(work, hardware, batching.batch)
     devices = max(batching.gpus_per_replica, 1)
     return HardwareEstimate(

@@ -149,3 +149,12 @@ def test_the_catalog_gpus_rank_minilm_by_price_performance() -> None:
     costs = [option.usd_per_hour for option in choice.options]
     assert costs == sorted(costs)
     assert performance.rated_candidates(CATALOG, 0) == ("cpu",)
+
+
+def test_a_model_that_does_not_fit_is_not_a_candidate() -> None:
+    huge = MINILM_FP16.model_copy(update={"weight_bytes": 20 * 2**30})
+    choice = choose_hardware(
+        huge, CATALOG, ["nvidia-t4", "nvidia-l4"], Target(100), BATCHING, Limits(8)
+    )
+    assert choice.chosen.hardware == "nvidia-l4"  # 24 GiB holds 20 GiB of weights
+    assert "16 GiB" in choice.unavailable["nvidia-t4"]

@@ -115,3 +115,19 @@ def test_bad_lengths_are_refused() -> None:
     model = _graph([helper.make_node("Identity", ["x"], ["y"])], [])
     with pytest.raises(ValueError, match="at least 1"):
         count_work(model, sequence_length=0, batch_size=1)
+
+
+def test_weight_only_matmulnbits_counts_its_k_and_n() -> None:
+    import numpy as np
+
+    blob = numpy_helper.from_array(np.zeros((8, 1, 16), dtype=np.uint8), "packed")
+    scales = numpy_helper.from_array(np.ones((8,), dtype=np.float32), "scales")
+    node = helper.make_node(
+        "MatMulNBits", ["x", "packed", "scales"], ["y"], domain="com.microsoft",
+        K=16, N=8, bits=8, block_size=16,
+    )  # fmt: skip
+    model = _graph([node], [blob, scales])
+    model.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    work = count_work(model, sequence_length=10, batch_size=1)
+    assert work.fp32_flops == 2 * 16 * 8 * 10
+    assert work.weight_bytes == 8 * 16 + 8 * 4
