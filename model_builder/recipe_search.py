@@ -114,6 +114,21 @@ def choose_trial(trials: Sequence[RecipeTrial], tolerance: float = TIE_TOLERANCE
     )
 
 
+def why_not_published(
+    trial: RecipeTrial, winner: RecipeTrial, tolerance: float = TIE_TOLERANCE
+) -> str:
+    """Why a trial that passed the gate lost to the published one: slower, or a tie."""
+    if trial.throughput is None or winner.throughput is None:
+        return f"passed; {winner.recipe} came first"
+    versus = f"{winner.throughput:.1f}/s vs {trial.throughput:.1f}/s here"
+    if trial.throughput <= winner.throughput:
+        return f"passed; slower than {winner.recipe} ({versus})"
+    return (
+        f"passed; {winner.recipe} published ({versus}: within {tolerance:.0%}, a tie goes to "
+        "the earlier candidate)"
+    )
+
+
 def budget_allows(
     elapsed: float, built: int, mean_build_seconds: float, settings: SearchSettings
 ) -> bool:
@@ -248,13 +263,7 @@ def search_recipes(
         winner.chosen = True
         for trial in result.trials:
             if trial.passed and not trial.chosen:
-                trial.rejected = (
-                    f"passed; {winner.recipe} published ({winner.throughput or 0.0:.1f}/s vs "
-                    f"{trial.throughput or 0.0:.1f}/s here, ties within "
-                    f"{TIE_TOLERANCE:.0%} go to the earlier candidate)"
-                    if trial.throughput is not None
-                    else f"passed; {winner.recipe} came first"
-                )
+                trial.rejected = why_not_published(trial, winner)
     failed = [c for c in result.candidates if c.verdict is not None and not c.verdict.passed]
     if failed:
         result.closest_failure = min(

@@ -20,6 +20,7 @@ from optimodel.model_builder.recipe_search import (
     budget_allows,
     choose_trial,
     gate_miss,
+    why_not_published,
 )
 from optimodel.model_builder.report import AccuracyResult, BuildReport, RecipeTrial
 from optimodel.model_builder.served.layout import ServedRepository
@@ -224,6 +225,24 @@ def _trial(name: str, passed: bool, throughput: float | None) -> RecipeTrial:
 )
 def test_choose_trial(trials: list[RecipeTrial], chosen: int | None) -> None:
     assert choose_trial(trials) == chosen
+
+
+@pytest.mark.parametrize(
+    ("throughput", "reason"),
+    [
+        (100.0, "passed; slower than a (200.0/s vs 100.0/s here)"),
+        (
+            205.0,
+            "passed; a published (200.0/s vs 205.0/s here: within 3%, a tie goes to the "
+            "earlier candidate)",
+        ),
+        (None, "passed; a came first"),
+    ],
+)
+def test_a_passing_trial_that_lost_says_whether_it_was_slower_or_a_tie(
+    throughput: float | None, reason: str
+) -> None:
+    assert why_not_published(_trial("b", True, throughput), _trial("a", True, 200.0)) == reason
 
 
 @pytest.mark.parametrize(
