@@ -122,6 +122,8 @@ class Reconciler:
     _idle_since: dict[ModelKey, datetime] = field(default_factory=dict)
     # Models told once that their autoscaler's API is not served (KEDA not installed).
     _unserved_autoscalers: set[ModelKey] = field(default_factory=set)
+    # Told once that the RBAC lacks nodes get (pods are then priced on-demand).
+    _nodes_forbidden: bool = False
 
     async def reconcile(
         self,
@@ -300,6 +302,20 @@ class Reconciler:
             settings=self.settings,
         )
 
+    async def _node(self, name: str) -> Body | None:
+        """A serving pod's node; None when it is gone or not readable (an older chart's
+        RBAC without nodes: its pods are then priced on-demand, and the model still
+        reconciles)."""
+        try:
+            return await self.api.get(NODES, "", name)
+        except KubeError as error:
+            if error.status != 403:
+                raise
+            if not self._nodes_forbidden:
+                self._nodes_forbidden = True
+                logger.warning("nodes are not readable (%s): pods are priced on-demand", error)
+            return None
+
     async def _price_pods(
         self, decision: BuildDecision, annotations: Mapping[str, str], replicas: int
     ) -> ServingSpendRate | None:
@@ -317,7 +333,7 @@ class Reconciler:
         names = sorted(
             {str(node) for pod in pods if (node := (pod.get("spec") or {}).get("nodeName"))}
         )
-        found = await asyncio.gather(*(self.api.get(NODES, "", node) for node in names))
+        found = await asyncio.gather(*(self._node(node) for node in names))
         serving = self.settings.serving
         return price_serving_pods(
             pods=pods,
