@@ -9,7 +9,9 @@ import pytest
 from optimodel.local.repository import parse_config_text
 from optimodel.model_builder.served.configs import (
     CPU_GROUP_OVERHEAD_TOKENS,
+    CPU_LENGTH_BUCKET_TOKENS,
     GPU_GROUP_OVERHEAD_TOKENS,
+    GPU_LENGTH_BUCKET_TOKENS,
     render_served_configs,
     response_cache_arguments,
 )
@@ -63,14 +65,14 @@ def test_the_text_path_answers_per_task(
 
 
 @pytest.mark.parametrize(
-    ("serving", "kind", "overhead"),
+    ("serving", "kind", "overhead", "bucket"),
     [
-        (Serving(gpu=Gpu(count=1)), KIND_GPU, GPU_GROUP_OVERHEAD_TOKENS),
-        (Serving(gpu=Gpu(count=0)), KIND_CPU, CPU_GROUP_OVERHEAD_TOKENS),
+        (Serving(gpu=Gpu(count=1)), KIND_GPU, GPU_GROUP_OVERHEAD_TOKENS, GPU_LENGTH_BUCKET_TOKENS),
+        (Serving(gpu=Gpu(count=0)), KIND_CPU, CPU_GROUP_OVERHEAD_TOKENS, CPU_LENGTH_BUCKET_TOKENS),
     ],
 )
 def test_text_steps_run_on_the_cpu_and_group_lengths_for_the_hardware(
-    serving: Serving, kind: int, overhead: int
+    serving: Serving, kind: int, overhead: int, bucket: int
 ) -> None:
     parsed = configs("feature-extraction", serving)
     assert parsed["m-model"].backend == "onnxruntime"
@@ -78,8 +80,9 @@ def test_text_steps_run_on_the_cpu_and_group_lengths_for_the_hardware(
     for step in ("m-tokenize", "m-postprocess"):
         assert parsed[step].backend == "python"
         assert [(g.count, g.kind) for g in parsed[step].instance_group] == [(1, KIND_CPU)]
-    tokenize = parsed["m-tokenize"].parameters["group_overhead_tokens"].string_value
-    assert int(tokenize) == overhead
+    parameters = parsed["m-tokenize"].parameters
+    assert int(parameters["group_overhead_tokens"].string_value) == overhead
+    assert int(parameters["length_bucket_tokens"].string_value) == bucket
 
 
 @pytest.mark.parametrize("batching", [True, False])

@@ -24,6 +24,7 @@ from optimodel.model_builder.served.postprocess_model import (
 from optimodel.model_builder.served.tokenize_model import (
     TextRowError,
     TokenizeSettings,
+    bucketed_length,
     decode_rows,
     load_tokenizer,
     model_inputs,
@@ -68,6 +69,25 @@ def test_length_groups_are_the_cheapest_split(overhead: int, seed: int) -> None:
     longest = [max(lengths[i] for i in g) for g in groups]
     assert longest == sorted(longest), "shortest group first: the model step sees runs"
     assert _cost(groups, lengths, rows, overhead) == _best_contiguous_cost(lengths, rows, overhead)
+
+
+@pytest.mark.parametrize(
+    ("length", "bucket", "max_length", "padded"),
+    [
+        (5, 16, 128, 16),
+        (16, 16, 128, 16),
+        (17, 16, 128, 32),
+        (120, 16, 128, 128),
+        (121, 16, 128, 128),  # never beyond what the tokenizer truncates to
+        (120, 32, 120, 120),
+        (0, 16, 128, 16),  # at least one position
+        (7, 1, 128, 7),  # bucket 1: exact lengths
+    ],
+)
+def test_lengths_are_padded_up_to_their_bucket(
+    length: int, bucket: int, max_length: int, padded: int
+) -> None:
+    assert bucketed_length(length, bucket, max_length) == padded
 
 
 def test_length_group_extremes() -> None:

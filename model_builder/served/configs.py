@@ -14,7 +14,11 @@ from __future__ import annotations
 
 from optimodel.model_builder.served.layout import ServedNames
 from optimodel.model_builder.served.postprocess_model import EMBEDDINGS, LABEL, LOGITS, SCORE
-from optimodel.model_builder.served.tokenize_model import GROUP_OVERHEAD_PARAMETER, TEXT_INPUT
+from optimodel.model_builder.served.tokenize_model import (
+    GROUP_OVERHEAD_PARAMETER,
+    LENGTH_BUCKET_PARAMETER,
+    TEXT_INPUT,
+)
 from optimodel.model_builder.spec import Serving, Task
 from optimodel.model_builder.triton_config import (
     Backend,
@@ -29,6 +33,11 @@ TEXT = TensorSpec(name=TEXT_INPUT, data_type="TYPE_STRING", dims=[1])
 # (few large batches keep it busy).
 CPU_GROUP_OVERHEAD_TOKENS = 256
 GPU_GROUP_OVERHEAD_TOKENS = 8192
+# Groups are padded up to a multiple of this many tokens, so requests of similar length from
+# different tokenizer executions share a shape and batch on the model step: finer on a CPU
+# (padding costs compute), coarser on a GPU (a fuller batch costs next to nothing).
+CPU_LENGTH_BUCKET_TOKENS = 16
+GPU_LENGTH_BUCKET_TOKENS = 32
 # Triton's local response cache: `response_cache { enable: true }` does nothing unless the
 # server starts with --cache-config. 256 MiB holds ~170k MiniLM embeddings (384 floats).
 DEFAULT_RESPONSE_CACHE_BYTES = 256 * 1024 * 1024
@@ -55,6 +64,10 @@ def response_cache_arguments(size_bytes: int) -> list[str]:
 
 def group_overhead_tokens(serving: Serving) -> int:
     return GPU_GROUP_OVERHEAD_TOKENS if serving.gpu.count > 0 else CPU_GROUP_OVERHEAD_TOKENS
+
+
+def length_bucket_tokens(serving: Serving) -> int:
+    return GPU_LENGTH_BUCKET_TOKENS if serving.gpu.count > 0 else CPU_LENGTH_BUCKET_TOKENS
 
 
 def _tensors(tensors: list[TensorSpec]) -> str:
@@ -99,7 +112,10 @@ def render_tokenizer_config(names: ServedNames, signature: ModelSignature, servi
         [TEXT],
         signature.inputs,
         serving,
-        {GROUP_OVERHEAD_PARAMETER: str(group_overhead_tokens(serving))},
+        {
+            GROUP_OVERHEAD_PARAMETER: str(group_overhead_tokens(serving)),
+            LENGTH_BUCKET_PARAMETER: str(length_bucket_tokens(serving)),
+        },
     )
 
 

@@ -7,9 +7,10 @@ ids equal the original pipeline's) and, inside the server, `triton_python_backen
 
 Triton's dynamic batcher merges requests of equal shape only (the onnxruntime backend never
 pads). So one execute tokenizes every request Triton batched here, groups the requests by
-length (`plan_length_groups`), pads each group to its longest text and answers group by
-group, shortest first: the model step's batcher sees runs of equal shape and makes each group
-one model batch, with little padding. A request that cannot be tokenized (not UTF-8) gets its
+length (`plan_length_groups`), pads each group to its longest text rounded up to a length
+bucket (`bucketed_length`) and answers group by group, shortest first: the model step's
+batcher sees runs of equal shape and makes each group one model batch, and groups from
+different executions that fall in one bucket batch together while they wait for the model. A request that cannot be tokenized (not UTF-8) gets its
 own error; its batch-mates are answered as if it had not been there.
 """
 
@@ -31,6 +32,8 @@ SETTINGS_FILE = "tokenize.json"
 # Config `parameters` this model reads (rendered by served/configs.py).
 GROUP_OVERHEAD_PARAMETER = "group_overhead_tokens"
 DEFAULT_GROUP_OVERHEAD_TOKENS = 256
+LENGTH_BUCKET_PARAMETER = "length_bucket_tokens"
+DEFAULT_LENGTH_BUCKET_TOKENS = 16
 
 Int64Array = npt.NDArray[np.int64]
 
@@ -96,6 +99,14 @@ def decode_rows(raw: npt.NDArray[Any]) -> list[str]:
                 f"offset {error.start}): send the text encoded as UTF-8"
             ) from None
     return texts
+
+
+def bucketed_length(length: int, bucket_tokens: int, max_length: int) -> int:
+    """The padded length of a request `length` tokens long: the next multiple of
+    `bucket_tokens`, never beyond `max_length` (what the tokenizer truncates to)."""
+    length = max(1, length)
+    bucket = max(1, bucket_tokens)
+    return max(length, min(-(-length // bucket) * bucket, max_length))
 
 
 def plan_length_groups(
@@ -179,6 +190,9 @@ class TritonPythonModel:
         self.overhead_tokens = int(
             _parameter(config, GROUP_OVERHEAD_PARAMETER, str(DEFAULT_GROUP_OVERHEAD_TOKENS))
         )
+        self.bucket_tokens = int(
+            _parameter(config, LENGTH_BUCKET_PARAMETER, str(DEFAULT_LENGTH_BUCKET_TOKENS))
+        )
 
     def _encode(self, texts: list[str]) -> list[Any]:
         return list(self.tokenizer.encode_batch(texts, add_special_tokens=True))
@@ -215,7 +229,12 @@ class TritonPythonModel:
             requests[index].get_response_sender().send(response, flags=final)
         ready = [index for index in encodings if index not in errors]
         # At least one position, so even a tokenizer without special tokens feeds a valid shape.
-        lengths = [max(1, *(len(e.ids) for e in encodings[i])) for i in ready]
+        lengths = [
+            bucketed_length(
+                max(len(e.ids) for e in encodings[i]), self.bucket_tokens, self.settings.max_length
+            )
+            for i in ready
+        ]
         row_counts = [len(encodings[i]) for i in ready]
         for group in plan_length_groups(lengths, row_counts, self.overhead_tokens):
             length = max(lengths[position] for position in group)
