@@ -21,6 +21,8 @@ from optimodel.operator.capacity import (
     PROVIDERS,
     replica_split,
 )
+from optimodel.operator.planning import BuildDecision, rollout_condition
+from optimodel.operator.render import ModelRef
 from optimodel.operator.settings import OperatorSettings
 from optimodel.operator.validation import manifest_problems, policy_problems
 from tests.test_operator_render import SIGNATURE
@@ -343,3 +345,52 @@ def test_the_spot_example_renders_its_base_and_spot_tier(tmp_path: Path, repo: P
     assert query.startswith("clamp_min(sum(") and query.endswith(" - 140, 0)")
     assert 'exported_pod=~"minilm-spot(-spot)?-[a-z0-9]+-[a-z0-9]+"' in query
     assert ("PodDisruptionBudget", "minilm-spot") in found
+
+
+def test_deployed_waits_for_the_spot_tier_too() -> None:
+    model = ModelRef("minilm", "ml", "uid-1")
+    spec = api.OptimizedModelSpec.model_validate(
+        manifest(serving={"capacity": "spot-with-fallback"})["spec"]
+    )
+    build = api.BuildStatus(
+        artifact="pvc://models/ml/minilm/g1",
+        generation=1,
+        size_bytes=1,
+        original_size_bytes=2,
+        size_reduction=2,
+        accuracy_metric="cosine",
+        accuracy=0.99,
+    )
+    decision = BuildDecision(model, 1, (), spec=spec, serving=build)
+
+    def deployment(name: str, replicas: int) -> Obj:
+        return {
+            "metadata": {
+                "name": name,
+                "generation": 1,
+                "annotations": {naming.ARTIFACT: build.artifact},
+                "ownerReferences": [model.owner_reference()],
+            },
+            "spec": {"replicas": replicas},
+            "status": {
+                "observedGeneration": 1,
+                "replicas": replicas,
+                "updatedReplicas": replicas,
+                "availableReplicas": replicas,
+            },
+        }
+
+    base = deployment("minilm", 2)
+    missing = rollout_condition(decision, base, [], None)
+    assert (missing.status, missing.reason) == ("False", "Deploying")
+    assert "minilm-spot" in missing.message
+    rolling = deployment("minilm-spot", 3)
+    rolling["status"]["availableReplicas"] = 1
+    assert rollout_condition(decision, base, [], rolling).reason == "RollingOut"
+    done = rollout_condition(decision, base, [], deployment("minilm-spot", 3))
+    assert done.status == "True" and "minilm-spot" in done.message
+    # On-demand capacity never waits for a spot tier.
+    on_demand = BuildDecision(
+        model, 1, (), spec=api.OptimizedModelSpec.model_validate(manifest()["spec"]), serving=build
+    )
+    assert rollout_condition(on_demand, base, [], None).status == "True"
