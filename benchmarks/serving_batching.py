@@ -199,9 +199,9 @@ def warm_up(
     """A few requests to every model first: the python stubs' first calls are slow."""
     endpoint = Endpoint("grpc", server.grpc_url)
     for name in models:
-        if name.endswith("-model"):
+        if name.endswith("-model"):  # long enough for the first full batch, which is slow
             run_client_load(
-                server.grpc_url, name, raw[:1], concurrency=1, duration_s=0.2, warmup_s=0.0,
+                server.grpc_url, name, raw[:1], concurrency=1, duration_s=3.0, warmup_s=0.0,
                 processes=1,
             )  # fmt: skip
             continue
