@@ -10,8 +10,9 @@ pads). So one execute tokenizes every request Triton batched here, groups the re
 length (`plan_length_groups`), pads each group to its longest text rounded up to a length
 bucket (`bucketed_length`) and answers group by group, shortest first: the model step's
 batcher sees runs of equal shape and makes each group one model batch, and groups from
-different executions that fall in one bucket batch together while they wait for the model. A request that cannot be tokenized (not UTF-8) gets its
-own error; its batch-mates are answered as if it had not been there.
+different executions that fall in one bucket batch together while they wait for the model.
+A request that cannot be tokenized (not UTF-8) gets its own error; its batch-mates are
+answered as if it had not been there.
 """
 
 from __future__ import annotations
