@@ -205,7 +205,9 @@ def test_metrics_show_batching_only_where_it_is_on(running: LocalServer, built: 
     assert batched.errors == 0 and unbatched.errors == 0
     assert batched.requests > 50 and unbatched.requests > 50
     assert batched.average_batch is not None and batched.average_batch > 2.0
-    assert unbatched.average_batch == 1.0
+    # Triton bumps its inference and execution counters apart, so a scrape while requests are
+    # in flight may catch one without the other: one batch in thousands, never a real batch.
+    assert unbatched.average_batch == pytest.approx(1.0, abs=0.01)
     assert batched.latency_p50_ms <= batched.latency_p99_ms
 
 
