@@ -186,6 +186,34 @@ CASES: list[tuple[str, Obj, str, str]] = [
         "InvalidSpec: spec.serving.maxBatchSize",
     ),
     (
+        # What the operator writes when the admin policy refuses a spec (planning.py).
+        "policy-violation",
+        model(
+            3,
+            status(
+                "Failed",
+                condition("Built", "False", "PolicyViolation", "spec.serving.image: not allowed"),
+                condition("Ready", "False", "PolicyViolation", "spec.serving.image: not allowed"),
+            ),
+        ),
+        "Degraded",
+        "PolicyViolation: spec.serving.image",
+    ),
+    (
+        # A model source the builder cannot reach (exit 4, not retried).
+        "source-not-found",
+        model(
+            3,
+            status(
+                "Failed",
+                condition("Built", "False", "SourceNotFound", "source.uri: no such repository"),
+                condition("Ready", "False", "SourceNotFound", "source.uri: no such repository"),
+            ),
+        ),
+        "Degraded",
+        "SourceNotFound: source.uri",
+    ),
+    (
         "failed-phase-other-reason",
         model(3, status("Failed", condition("Ready", "False", "DeploymentFailed", "quota"))),
         "Degraded",
