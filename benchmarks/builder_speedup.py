@@ -137,24 +137,14 @@ def alternating_timings(
 
 
 def _optimum_contenders(
-    optimum: dict[str, Path], loaded: LoadedModel, threads: int
-) -> dict[str, Contender]:
-    if not optimum:
-        return {}
-    from benchmarks.compare.candidates import foreign_onnx_contender  # path set by the venv step
-
-    return {
-        name: foreign_onnx_contender(name, name, path, loaded, threads, "")
-        for name, path in optimum.items()
-    }
-
-
-def _optimum_artifacts(
-    model_dir: Path, work: Path, install: bool, console: Console
-) -> tuple[dict[str, Path], str]:
+    loaded: LoadedModel, work: Path, install: bool, threads: int, console: Console
+) -> tuple[dict[str, Contender], str]:
+    """Optimum's presets of the model, fed and pooled by the peers harness (their files
+    take token_type_ids and answer hidden states)."""
     # Run as `python benchmarks/builder_speedup.py`, only benchmarks/ is on the path.
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
+    from benchmarks.compare.candidates import foreign_onnx_contender
     from benchmarks.compare.optimum_presets import PRESETS
     from benchmarks.compare.optimum_venv import ensure_optimum, quantize_with_presets
 
@@ -163,10 +153,15 @@ def _optimum_artifacts(
         return {}, status.detail
     console.print("quantizing with Optimum's presets (separate venv) …")
     artifacts, versions = quantize_with_presets(
-        model_dir, "feature-extraction", work / "optimum", list(PRESETS)
+        loaded.source_dir, "feature-extraction", work / "optimum", list(PRESETS)
     )
     detail = ", ".join(f"{k} {v}" for k, v in versions.items() if k.startswith("optimum"))
-    return {f"Optimum ORTQuantizer {a.name}": a.path for a in artifacts}, detail
+    names = {f"Optimum ORTQuantizer {a.name}": a.path for a in artifacts}
+    contenders = {
+        name: foreign_onnx_contender(name, name, path, loaded, threads, "")
+        for name, path in names.items()
+    }
+    return contenders, detail
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         export_onnx(
             loaded.task_model, loaded.tokenizer, fp32, max_length=loaded.max_sequence_length
         )
-        optimum: dict[str, Path] = {}
+        optimum: dict[str, Contender] = {}
         optimum_detail = "left out: --no-optimum"
         if not args.no_optimum:
-            optimum, optimum_detail = _optimum_artifacts(
-                loaded.source_dir, work, args.install_optimum, console
+            optimum, optimum_detail = _optimum_contenders(
+                loaded, work, args.install_optimum, args.threads, console
             )
         int8_name = "default int8 (int8-dynamic per-channel)"
         auto_name = f"recipe auto → {auto_report.recipe}"
@@ -222,13 +217,10 @@ def main(argv: list[str] | None = None) -> int:
             )
             for name, path in onnx_variants.items()
         }
-        # Optimum's files take token_type_ids and answer hidden states: the peers harness
-        # feeds and pools them as the original's head does.
-        contenders = _optimum_contenders(optimum, loaded, args.threads)
         cosines.update(
             {
                 name: cosine_similarities(reference, contender.outputs(eval_texts))
-                for name, contender in contenders.items()
+                for name, contender in optimum.items()
             }
         )
         settings = BenchmarkSettings(
@@ -249,10 +241,10 @@ def main(argv: list[str] | None = None) -> int:
         runners.update(
             {name: onnx_runner(path, settings.thread_count) for name, path in onnx_variants.items()}
         )
-        runners.update({name: contender.runner for name, contender in contenders.items()})
+        runners.update({name: contender.runner for name, contender in optimum.items()})
         sizes = {BASELINES[0]: loaded.size_bytes, BASELINES[1]: loaded.size_bytes}
         sizes.update({name: model_size_bytes(path) for name, path in onnx_variants.items()})
-        sizes.update({name: contender.size_bytes for name, contender in contenders.items()})
+        sizes.update({name: contender.size_bytes for name, contender in optimum.items()})
         console.print(
             f"timing {len(runners)} variants: {rounds} alternating rounds of {seconds:g} s, "
             f"batch 32 x 64 tokens, {settings.thread_count} threads on {machine.label} …"
