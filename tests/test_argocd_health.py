@@ -44,6 +44,18 @@ def model(generation: int = 3, status: Obj | None = None) -> Obj:
     return obj
 
 
+def failed_with(reason: str, message: str) -> Obj:
+    """A model whose build the operator failed for `reason`: Built and Ready say so."""
+    return model(
+        3,
+        status(
+            "Failed",
+            condition("Built", "False", reason, message),
+            condition("Ready", "False", reason, message),
+        ),
+    )
+
+
 def status(phase: str, *conditions: Obj, observed: int | None = 3) -> Obj:
     found: Obj = {"phase": phase, "conditions": list(conditions)}
     if observed is not None:
@@ -188,28 +200,14 @@ CASES: list[tuple[str, Obj, str, str]] = [
     (
         # What the operator writes when the admin policy refuses a spec (planning.py).
         "policy-violation",
-        model(
-            3,
-            status(
-                "Failed",
-                condition("Built", "False", "PolicyViolation", "spec.serving.image: not allowed"),
-                condition("Ready", "False", "PolicyViolation", "spec.serving.image: not allowed"),
-            ),
-        ),
+        failed_with("PolicyViolation", "spec.serving.image: not allowed"),
         "Degraded",
         "PolicyViolation: spec.serving.image",
     ),
     (
         # A model source the builder cannot reach (exit 4, not retried).
         "source-not-found",
-        model(
-            3,
-            status(
-                "Failed",
-                condition("Built", "False", "SourceNotFound", "source.uri: no such repository"),
-                condition("Ready", "False", "SourceNotFound", "source.uri: no such repository"),
-            ),
-        ),
+        failed_with("SourceNotFound", "source.uri: no such repository"),
         "Degraded",
         "SourceNotFound: source.uri",
     ),
